@@ -1,0 +1,145 @@
+// Package admin is the /vault/ REST API: issue, inspect, list and revoke
+// vault keys, read the audit log and the per-run spend summary. Every route
+// requires the admin token; there is no unauthenticated admin endpoint.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// Store is what the admin API needs from the ledger.
+type Store interface {
+	CreateKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration) (*keybrake.Key, error)
+	GetKey(ctx context.Context, id string) (*keybrake.KeyView, error)
+	ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake.KeyView, string, error)
+	RevokeKey(ctx context.Context, id string) (*keybrake.Key, error)
+	ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybrake.Call, string, error)
+	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
+}
+
+// VendorInfo is what key issuance checks against: a vendor's name, whether
+// its credential is configured, and which root paths it owns.
+type VendorInfo interface {
+	Name() string
+	Owns(path string) bool
+	Configured() bool
+}
+
+// Config configures the admin API.
+type Config struct {
+	Store   Store
+	Vendors []VendorInfo
+	// Token is the admin bearer token; required.
+	Token string
+	// MaxExpiresIn caps expires_in (default 24h).
+	MaxExpiresIn time.Duration
+	Logger       *slog.Logger
+}
+
+// API is the admin HTTP handler.
+type API struct {
+	cfg     Config
+	vendors map[string]VendorInfo
+	mux     *http.ServeMux
+	log     *slog.Logger
+}
+
+// maxBody bounds an admin request body.
+const maxBody = 64 << 10
+
+// New builds the admin API.
+func New(cfg Config) (*API, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("admin: an admin token is required")
+	}
+	if cfg.MaxExpiresIn <= 0 {
+		cfg.MaxExpiresIn = 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &API{cfg: cfg, vendors: map[string]VendorInfo{}, mux: http.NewServeMux(), log: cfg.Logger}
+	for _, v := range cfg.Vendors {
+		a.vendors[v.Name()] = v
+	}
+	a.mux.HandleFunc("POST /vault/keys", a.issueKey)
+	a.mux.HandleFunc("GET /vault/keys", a.listKeys)
+	a.mux.HandleFunc("GET /vault/keys/{key_id}", a.getKey)
+	a.mux.HandleFunc("DELETE /vault/keys/{key_id}", a.revokeKey)
+	a.mux.HandleFunc("GET /vault/calls", a.listCalls)
+	a.mux.HandleFunc("GET /vault/runs/{label...}", a.runSummary)
+	a.mux.HandleFunc("/vault/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, keybrake.Errorf(keybrake.CodeNotFound, "no admin route %s %s", r.Method, r.URL.Path))
+	})
+	return a, nil
+}
+
+// ServeHTTP authenticates before routing: an unauthenticated request learns
+// nothing, not even which routes exist.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	token, ok := bearer(r)
+	if !ok || !keybrake.SecretsEqual(token, a.cfg.Token) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="keybrake-admin"`)
+		writeError(w, keybrake.Errorf(keybrake.CodeUnauthorized, "admin API requires Authorization: Bearer $KEYBRAKE_ADMIN_TOKEN"))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	a.mux.ServeHTTP(w, r)
+}
+
+func bearer(r *http.Request) (string, bool) {
+	const prefix = "Bearer "
+	h := r.Header.Get("Authorization")
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return h[len(prefix):], true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, keybrake.Errorf(keybrake.CodeInternal, "response could not be encoded"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n')) //nolint:errcheck // the client may have gone
+}
+
+type errorBody struct {
+	Code    keybrake.Code `json:"code"`
+	Message string        `json:"message"`
+	Field   string        `json:"field,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, e *keybrake.Error) {
+	writeJSON(w, e.Code.HTTPStatus(), errorBody{Code: e.Code, Message: e.Message, Field: e.Field})
+}
+
+// storeError maps a store failure to an answer.
+func (a *API) storeError(w http.ResponseWriter, what string, err error) {
+	var ke *keybrake.Error
+	switch {
+	case errors.As(err, &ke):
+		writeError(w, ke)
+	case errors.Is(err, keybrake.ErrNotFound):
+		writeError(w, keybrake.Errorf(keybrake.CodeNotFound, "%s not found", what))
+	case errors.Is(err, keybrake.ErrStoreUnavailable):
+		a.log.Error("store unavailable", "err", err.Error())
+		writeError(w, keybrake.Errorf(keybrake.CodeStoreUnavailable, "the store is unavailable; try again"))
+	default:
+		a.log.Error("admin request failed", "err", err.Error())
+		writeError(w, keybrake.Errorf(keybrake.CodeInternal, "internal error"))
+	}
+}

@@ -1,0 +1,47 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/keybrake/keybrake"
+)
+
+// CallJSON is an audit row as the API shows it.
+type CallJSON struct {
+	*keybrake.Call
+	LatencyMS int64 `json:"latency_ms"`
+}
+
+func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, e := limitParam(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	f := keybrake.CallFilter{
+		KeyID: q.Get("key_id"), AgentRunLabel: q.Get("agent_run_label"),
+		Outcome: keybrake.Outcome(q.Get("outcome")), Limit: limit, Cursor: q.Get("cursor"),
+	}
+	calls, next, err := a.cfg.Store.ListCalls(r.Context(), f)
+	if err != nil {
+		a.storeError(w, "calls", err)
+		return
+	}
+	page := Page[CallJSON]{Data: make([]CallJSON, 0, len(calls)), NextCursor: next, HasMore: next != ""}
+	for _, c := range calls {
+		page.Data = append(page.Data, CallJSON{Call: c, LatencyMS: c.Latency.Milliseconds()})
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (a *API) runSummary(w http.ResponseWriter, r *http.Request) {
+	label := r.PathValue("label")
+	sum, err := a.cfg.Store.RunSummary(r.Context(), label)
+	if err != nil {
+		a.storeError(w, "run "+strconv.Quote(label), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sum)
+}

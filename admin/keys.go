@@ -1,0 +1,347 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// IssueRequest is the body of POST /vault/keys. Money fields and expires_in
+// are kept raw: money is read from its literal text (never through a
+// float), and expires_in may be "30m" or a number of seconds.
+type IssueRequest struct {
+	Vendor           string            `json:"vendor"`
+	DailyUSDCap      json.RawMessage   `json:"daily_usd_cap"`
+	AllowedEndpoints []string          `json:"allowed_endpoints"`
+	ExpiresIn        json.RawMessage   `json:"expires_in"`
+	AgentRunLabel    string            `json:"agent_run_label"`
+	AgentName        string            `json:"agent_name"`
+	TotalUSDCap      json.RawMessage   `json:"total_usd_cap"`
+	MaxUSDPerCall    json.RawMessage   `json:"max_usd_per_call"`
+	Metadata         map[string]string `json:"metadata"`
+}
+
+// Limits on free-text fields of a key.
+const (
+	maxLabel     = 512
+	maxAgentName = 128
+	maxMetadata  = 50
+	maxMetaKey   = 40
+	maxMetaValue = 500
+	minExpiresIn = time.Second
+)
+
+// KeyJSON is a key as the API shows it. VaultKey is set only in the answer
+// to the POST that created it.
+type KeyJSON struct {
+	ID               string             `json:"key_id"`
+	VaultKey         string             `json:"vault_key,omitempty"`
+	Vendor           string             `json:"vendor"`
+	Status           keybrake.KeyStatus `json:"status"`
+	DailyUSDCap      keybrake.Micros    `json:"daily_usd_cap"`
+	TotalUSDCap      *keybrake.Micros   `json:"total_usd_cap,omitempty"`
+	MaxUSDPerCall    *keybrake.Micros   `json:"max_usd_per_call,omitempty"`
+	AllowedEndpoints []string           `json:"allowed_endpoints"`
+	AgentRunLabel    string             `json:"agent_run_label"`
+	AgentName        string             `json:"agent_name,omitempty"`
+	Metadata         map[string]string  `json:"metadata,omitempty"`
+	CreatedAt        time.Time          `json:"created_at"`
+	ExpiresAt        time.Time          `json:"expires_at"`
+	RevokedAt        *time.Time         `json:"revoked_at,omitempty"`
+	SpentUSD         *keybrake.Micros   `json:"spent_usd,omitempty"`
+	SpentTodayUSD    *keybrake.Micros   `json:"spent_today_usd,omitempty"`
+	ReservedUSD      *keybrake.Micros   `json:"reserved_usd,omitempty"`
+	RemainingUSD     *keybrake.Micros   `json:"remaining_usd,omitempty"`
+	Calls            *int64             `json:"calls,omitempty"`
+	DeniedCalls      *int64             `json:"denied_calls,omitempty"`
+}
+
+func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
+	out := KeyJSON{
+		ID: k.ID, Vendor: k.Vendor, Status: status, DailyUSDCap: k.DailyCap,
+		AllowedEndpoints: k.Rules.Strings(), AgentRunLabel: k.AgentRunLabel, AgentName: k.AgentName,
+		Metadata: k.Metadata, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
+	}
+	if k.TotalCap > 0 {
+		out.TotalUSDCap = &k.TotalCap
+	}
+	if k.MaxPerCall > 0 {
+		out.MaxUSDPerCall = &k.MaxPerCall
+	}
+	return out
+}
+
+func viewJSON(v *keybrake.KeyView) KeyJSON {
+	out := keyJSON(&v.Key, v.Status)
+	u := v.Usage
+	remaining := v.Key.Remaining(u)
+	if v.Status != keybrake.StatusActive {
+		remaining = 0
+	}
+	out.SpentUSD, out.SpentTodayUSD, out.ReservedUSD, out.RemainingUSD = &u.Spent, &u.SpentToday, &u.Reserved, &remaining
+	out.Calls, out.DeniedCalls = &u.Calls, &u.DeniedCalls
+	return out
+}
+
+// decodeJSON reads a strict JSON body: unknown fields, trailing data and
+// oversized bodies are refused, naming what was wrong.
+func decodeJSON(r *http.Request, w http.ResponseWriter, v any) *keybrake.Error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: "Content-Type must be application/json"}
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: "request body is unreadable or larger than 64 KiB"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			return keybrake.FieldError(typeErr.Field, "%s has the wrong type (got JSON %s)", typeErr.Field, typeErr.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return keybrake.FieldError(field, "unknown field %q", field)
+		default:
+			return &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: "body is not valid JSON: " + err.Error()}
+		}
+	}
+	if dec.More() {
+		return &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: "body has data after the JSON object"}
+	}
+	return nil
+}
+
+// ValidateIssue turns an IssueRequest into a key policy and a lifetime,
+// or an error naming the field at fault.
+func (a *API) ValidateIssue(req *IssueRequest) (*keybrake.Key, time.Duration, *keybrake.Error) {
+	k := &keybrake.Key{}
+	if req.Vendor == "" {
+		return nil, 0, keybrake.FieldError("vendor", "vendor is required (%s)", a.vendorList())
+	}
+	v, ok := a.vendors[req.Vendor]
+	if !ok {
+		return nil, 0, keybrake.FieldError("vendor", "unknown vendor %q; this Keybrake serves %s", req.Vendor, a.vendorList())
+	}
+	if !v.Configured() {
+		return nil, 0, keybrake.FieldError("vendor", "%s has no credential configured on this Keybrake (set KEYBRAKE_%s_* in its environment)", req.Vendor, strings.ToUpper(req.Vendor))
+	}
+	k.Vendor = req.Vendor
+
+	var err *keybrake.Error
+	if k.DailyCap, err = money("daily_usd_cap", req.DailyUSDCap, true); err != nil {
+		return nil, 0, err
+	}
+	if k.TotalCap, err = money("total_usd_cap", req.TotalUSDCap, false); err != nil {
+		return nil, 0, err
+	}
+	if k.MaxPerCall, err = money("max_usd_per_call", req.MaxUSDPerCall, false); err != nil {
+		return nil, 0, err
+	}
+
+	if len(req.AllowedEndpoints) == 0 {
+		return nil, 0, keybrake.FieldError("allowed_endpoints", "allowed_endpoints is required: a non-empty list such as [\"POST /v1/payment_intents\"]")
+	}
+	rules, perr := keybrake.ParseRules(req.AllowedEndpoints)
+	if perr != nil {
+		return nil, 0, keybrake.FieldError("allowed_endpoints", "%v", perr)
+	}
+	for _, r := range rules {
+		if !v.Owns("/" + strings.Join(r.Segments, "/")) {
+			return nil, 0, keybrake.FieldError("allowed_endpoints", "%q is not a %s API path", r.String(), req.Vendor)
+		}
+	}
+	k.Rules = rules
+
+	ttl, err := a.expiresIn(req.ExpiresIn)
+	if err != nil {
+		return nil, 0, err
+	}
+
+	if len(req.AgentRunLabel) > maxLabel || !printable(req.AgentRunLabel) {
+		return nil, 0, keybrake.FieldError("agent_run_label", "agent_run_label must be at most %d printable characters", maxLabel)
+	}
+	if len(req.AgentName) > maxAgentName || !printable(req.AgentName) {
+		return nil, 0, keybrake.FieldError("agent_name", "agent_name must be at most %d printable characters", maxAgentName)
+	}
+	k.AgentRunLabel, k.AgentName = req.AgentRunLabel, req.AgentName
+	if len(req.Metadata) > maxMetadata {
+		return nil, 0, keybrake.FieldError("metadata", "metadata has at most %d entries", maxMetadata)
+	}
+	for mk, mv := range req.Metadata {
+		if mk == "" || len(mk) > maxMetaKey || len(mv) > maxMetaValue || !printable(mk) || !printable(mv) {
+			return nil, 0, keybrake.FieldError("metadata", "metadata keys are 1-%d and values at most %d printable characters", maxMetaKey, maxMetaValue)
+		}
+	}
+	if len(req.Metadata) > 0 {
+		k.Metadata = req.Metadata
+	}
+	return k, ttl, nil
+}
+
+func (a *API) vendorList() string {
+	names := make([]string, 0, len(a.cfg.Vendors))
+	for _, v := range a.cfg.Vendors {
+		names = append(names, v.Name())
+	}
+	return strings.Join(names, ", ")
+}
+
+func money(field string, raw json.RawMessage, required bool) (keybrake.Micros, *keybrake.Error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		if required {
+			return 0, keybrake.FieldError(field, "%s is required: dollars as a number or decimal string, e.g. 50 or \"49.99\"", field)
+		}
+		return 0, nil
+	}
+	m, err := keybrake.ParseUSDJSON(raw)
+	if err != nil {
+		return 0, keybrake.FieldError(field, "%s: %v (dollars, at most 6 decimals, e.g. 50 or \"49.99\")", field, err)
+	}
+	if m <= 0 {
+		return 0, keybrake.FieldError(field, "%s must be greater than 0", field)
+	}
+	return m, nil
+}
+
+// expiresIn reads "30m", "2h", "1h30m", "90s", a number of seconds, or a
+// string of digits (seconds).
+func (a *API) expiresIn(raw json.RawMessage) (time.Duration, *keybrake.Error) {
+	const field = "expires_in"
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, keybrake.FieldError(field, "expires_in is required, e.g. \"30m\", \"2h\" or 3600 (seconds)")
+	}
+	var d time.Duration
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		s = string(raw) // a JSON number: seconds
+	}
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 || n > int64(a.cfg.MaxExpiresIn/time.Second) {
+			return 0, keybrake.FieldError(field, "expires_in must be between 1 second and %s", a.cfg.MaxExpiresIn)
+		}
+		d = time.Duration(n) * time.Second
+	} else {
+		var perr error
+		d, perr = time.ParseDuration(s)
+		if perr != nil {
+			return 0, keybrake.FieldError(field, "expires_in %q: want a duration such as \"30m\" or \"2h\", or whole seconds", s)
+		}
+	}
+	if d < minExpiresIn {
+		return 0, keybrake.FieldError(field, "expires_in must be at least 1s")
+	}
+	if d > a.cfg.MaxExpiresIn {
+		return 0, keybrake.FieldError(field, "expires_in %s is longer than this server's maximum of %s", d, a.cfg.MaxExpiresIn)
+	}
+	return d, nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
+	var req IssueRequest
+	if e := decodeJSON(r, w, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	k, ttl, e := a.ValidateIssue(&req)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	secret := keybrake.NewVaultKey()
+	k.ID = keybrake.NewID("vk_")
+	created, err := a.cfg.Store.CreateKey(r.Context(), k, keybrake.HashSecret(secret), ttl)
+	if err != nil {
+		a.storeError(w, "key", err)
+		return
+	}
+	out := keyJSON(created, keybrake.StatusActive)
+	out.VaultKey = secret
+	a.log.Info("vault key issued", "key_id", created.ID, "vendor", created.Vendor,
+		"daily_usd_cap", created.DailyCap.String(), "expires_at", created.ExpiresAt, "agent_run_label", created.AgentRunLabel)
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
+	v, err := a.cfg.Store.GetKey(r.Context(), r.PathValue("key_id"))
+	if err != nil {
+		a.storeError(w, "key "+strconv.Quote(r.PathValue("key_id")), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewJSON(v))
+}
+
+// Page is a list answer: data newest first, and a cursor while more remain.
+type Page[T any] struct {
+	Data       []T    `json:"data"`
+	HasMore    bool   `json:"has_more"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func limitParam(r *http.Request) (int, *keybrake.Error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > keybrake.MaxPageSize {
+		return 0, keybrake.FieldError("limit", "limit must be an integer from 1 to %d", keybrake.MaxPageSize)
+	}
+	return n, nil
+}
+
+func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, e := limitParam(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	f := keybrake.KeyFilter{AgentRunLabel: q.Get("agent_run_label"), Status: keybrake.KeyStatus(q.Get("status")), Limit: limit, Cursor: q.Get("cursor")}
+	views, next, err := a.cfg.Store.ListKeys(r.Context(), f)
+	if err != nil {
+		a.storeError(w, "keys", err)
+		return
+	}
+	page := Page[KeyJSON]{Data: make([]KeyJSON, 0, len(views)), NextCursor: next, HasMore: next != ""}
+	for _, v := range views {
+		page.Data = append(page.Data, viewJSON(v))
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// RevokeResponse is the answer to DELETE /vault/keys/{key_id}.
+type RevokeResponse struct {
+	ID        string             `json:"key_id"`
+	Status    keybrake.KeyStatus `json:"status"`
+	RevokedAt time.Time          `json:"revoked_at"`
+}
+
+func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("key_id")
+	k, err := a.cfg.Store.RevokeKey(r.Context(), id)
+	if err != nil {
+		a.storeError(w, "key "+strconv.Quote(id), err)
+		return
+	}
+	a.log.Info("vault key revoked", "key_id", k.ID, "revoked_at", k.RevokedAt)
+	writeJSON(w, http.StatusOK, RevokeResponse{ID: k.ID, Status: keybrake.StatusRevoked, RevokedAt: *k.RevokedAt})
+}

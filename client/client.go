@@ -1,0 +1,223 @@
+// Package client is the Go client of Keybrake's admin API: issue, inspect,
+// list and revoke vault keys, read the audit log and per-run summaries.
+// Failures are *Error values carrying the API's code, so callers can
+// branch with errors.As.
+//
+//	c := client.New("http://127.0.0.1:8080", os.Getenv("KEYBRAKE_ADMIN_TOKEN"))
+//	key, err := c.IssueKey(ctx, client.IssueParams{
+//		Vendor: "stripe", DailyUSDCap: "500", ExpiresIn: "2h",
+//		AllowedEndpoints: []string{"POST /v1/payment_intents"},
+//	})
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/admin"
+)
+
+// Client talks to one Keybrake admin API.
+type Client struct {
+	base  string
+	token string
+	// HTTP is the client used for requests; replace it to tune timeouts.
+	HTTP *http.Client
+}
+
+// New returns a client for the admin API at baseURL (scheme://host:port).
+func New(baseURL, token string) *Client {
+	return &Client{
+		base:  strings.TrimRight(baseURL, "/"),
+		token: token,
+		HTTP:  &http.Client{Timeout: 30 * time.Second},
+	}
+}
+
+// Error is a refusal from the API (or a failure to reach it, Status 0).
+type Error struct {
+	Status  int
+	Code    keybrake.Code
+	Message string
+	Field   string
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("keybrake: %s", e.Message)
+	if e.Code != "" {
+		s = fmt.Sprintf("keybrake: %s (%s", e.Message, e.Code)
+		if e.Field != "" {
+			s += ", field " + e.Field
+		}
+		s += ")"
+	}
+	return s
+}
+
+// Key is a vault key as the API shows it; VaultKey is set only when issued.
+type Key = admin.KeyJSON
+
+// Call is one audit row.
+type Call = admin.CallJSON
+
+// RunSummary is the per-run spend report.
+type RunSummary = keybrake.RunSummary
+
+// Revocation is the answer to a revoke.
+type Revocation = admin.RevokeResponse
+
+// Page is one page of a listing.
+type Page[T any] = admin.Page[T]
+
+// IssueParams describes a key to issue. Dollar amounts are decimal strings
+// ("500", "49.99"); ExpiresIn is a duration such as "30m" or "2h".
+type IssueParams struct {
+	Vendor           string            `json:"vendor"`
+	DailyUSDCap      string            `json:"daily_usd_cap"`
+	AllowedEndpoints []string          `json:"allowed_endpoints"`
+	ExpiresIn        string            `json:"expires_in"`
+	AgentRunLabel    string            `json:"agent_run_label,omitempty"`
+	AgentName        string            `json:"agent_name,omitempty"`
+	TotalUSDCap      string            `json:"total_usd_cap,omitempty"`
+	MaxUSDPerCall    string            `json:"max_usd_per_call,omitempty"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+}
+
+// IssueKey creates a vault key. The secret is in the answer's VaultKey and
+// is never shown again.
+func (c *Client) IssueKey(ctx context.Context, p IssueParams) (*Key, error) {
+	var k Key
+	return &k, c.do(ctx, http.MethodPost, "/vault/keys", nil, p, &k)
+}
+
+// GetKey returns a key's policy, status and usage.
+func (c *Client) GetKey(ctx context.Context, keyID string) (*Key, error) {
+	var k Key
+	return &k, c.do(ctx, http.MethodGet, "/vault/keys/"+url.PathEscape(keyID), nil, nil, &k)
+}
+
+// ListKeysParams filters a key listing.
+type ListKeysParams struct {
+	AgentRunLabel string
+	Status        string
+	Limit         int
+	Cursor        string
+}
+
+// ListKeys lists keys, newest first.
+func (c *Client) ListKeys(ctx context.Context, p ListKeysParams) (*Page[Key], error) {
+	q := url.Values{}
+	set(q, "agent_run_label", p.AgentRunLabel)
+	set(q, "status", p.Status)
+	set(q, "cursor", p.Cursor)
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	var page Page[Key]
+	return &page, c.do(ctx, http.MethodGet, "/vault/keys", q, nil, &page)
+}
+
+// RevokeKey revokes a key; the very next proxied call with it is refused.
+// Revoking a revoked key answers the same again.
+func (c *Client) RevokeKey(ctx context.Context, keyID string) (*Revocation, error) {
+	var r Revocation
+	return &r, c.do(ctx, http.MethodDelete, "/vault/keys/"+url.PathEscape(keyID), nil, nil, &r)
+}
+
+// ListCallsParams filters the audit log.
+type ListCallsParams struct {
+	KeyID         string
+	AgentRunLabel string
+	Outcome       string
+	Limit         int
+	Cursor        string
+}
+
+// ListCalls reads audit rows, newest first.
+func (c *Client) ListCalls(ctx context.Context, p ListCallsParams) (*Page[Call], error) {
+	q := url.Values{}
+	set(q, "key_id", p.KeyID)
+	set(q, "agent_run_label", p.AgentRunLabel)
+	set(q, "outcome", p.Outcome)
+	set(q, "cursor", p.Cursor)
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	var page Page[Call]
+	return &page, c.do(ctx, http.MethodGet, "/vault/calls", q, nil, &page)
+}
+
+// RunSummary reports one agent_run_label (a Step Functions execution ARN).
+func (c *Client) RunSummary(ctx context.Context, label string) (*RunSummary, error) {
+	var s RunSummary
+	return &s, c.do(ctx, http.MethodGet, "/vault/runs/"+url.PathEscape(label), nil, nil, &s)
+}
+
+func set(q url.Values, k, v string) {
+	if v != "" {
+		q.Set(k, v)
+	}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return &Error{Message: fmt.Sprintf("bad request URL %q: %v", u, err)}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return &Error{Message: fmt.Sprintf("cannot reach Keybrake at %s: %v", c.base, err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("reading the answer: %v", err)}
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		var eb struct {
+			Code    keybrake.Code `json:"code"`
+			Message string        `json:"message"`
+			Field   string        `json:"field"`
+		}
+		if json.Unmarshal(data, &eb) == nil && eb.Code != "" {
+			e.Code, e.Message, e.Field = eb.Code, eb.Message, eb.Field
+		} else {
+			e.Message = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("decoding the answer: %v", err)}
+	}
+	return nil
+}

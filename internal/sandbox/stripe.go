@@ -1,0 +1,281 @@
+// Package sandbox is a local, in-memory stand-in for Stripe's API: enough of
+// payment intents, refunds and Stripe's idempotency to run `keybrake demo`
+// with no network and no secrets, and to count exactly what reached "the
+// vendor" in tests. It can inject faults (answer 500 after applying a
+// charge, drop the connection, stall) where a test needs them. It is not
+// Stripe: stripe-mock is used where Stripe's own schema matters.
+package sandbox
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is what the sandbox does to one request.
+type Fault int
+
+const (
+	// NoFault answers normally.
+	NoFault Fault = iota
+	// FailAfterApply applies the call, then answers 500 as if Stripe broke
+	// before replying: the worst case for retries.
+	FailAfterApply
+	// FailBeforeApply answers 500 without applying anything.
+	FailBeforeApply
+	// DropAfterApply applies the call, then cuts the connection.
+	DropAfterApply
+	// Stall waits for the request's context to end (the caller's timeout)
+	// without applying anything.
+	Stall
+)
+
+// Received is what the sandbox saw of one request.
+type Received struct {
+	Method string
+	Path   string
+	Query  string
+	Header http.Header
+	Body   string
+}
+
+// PaymentIntent is the part of Stripe's object the sandbox keeps.
+type PaymentIntent struct {
+	ID       string            `json:"id"`
+	Object   string            `json:"object"`
+	Amount   int64             `json:"amount"`
+	Currency string            `json:"currency"`
+	Customer string            `json:"customer,omitempty"`
+	Status   string            `json:"status"`
+	Metadata map[string]string `json:"metadata"`
+	Created  int64             `json:"created"`
+	Livemode bool              `json:"livemode"`
+}
+
+type stored struct {
+	fingerprint [32]byte
+	status      int
+	body        []byte
+	done        chan struct{}
+}
+
+// Stripe is the sandbox server's handler.
+type Stripe struct {
+	// Secret is the only API key accepted.
+	Secret string
+	// Fault, when set, chooses a fault for each request (n counts from 1).
+	Fault func(r *http.Request, n int) Fault
+
+	mu       sync.Mutex
+	n        int
+	received []Received
+	intents  []*PaymentIntent
+	refunds  int64
+	idem     map[string]*stored
+	seq      int
+}
+
+// NewStripe returns a sandbox accepting secret.
+func NewStripe(secret string) *Stripe {
+	return &Stripe{Secret: secret, idem: map[string]*stored{}}
+}
+
+// Requests is how many requests reached the sandbox.
+func (s *Stripe) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// Received returns copies of every request seen.
+func (s *Stripe) Received() []Received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Received(nil), s.received...)
+}
+
+// Intents returns the payment intents created (each one a charge).
+func (s *Stripe) Intents() []PaymentIntent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PaymentIntent, len(s.intents))
+	for i, pi := range s.intents {
+		out[i] = *pi
+	}
+	return out
+}
+
+// ChargedMinor sums created payment intents' amounts per currency.
+func (s *Stripe) ChargedMinor() map[string]int64 {
+	out := map[string]int64{}
+	for _, pi := range s.Intents() {
+		out[pi.Currency] += pi.Amount
+	}
+	return out
+}
+
+func (s *Stripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	}
+	s.mu.Lock()
+	s.n++
+	n := s.n
+	s.received = append(s.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
+	s.mu.Unlock()
+
+	if r.Header.Get("Authorization") != "Bearer "+s.Secret {
+		writeStripeError(w, http.StatusUnauthorized, "invalid_request_error", "", "Invalid API Key provided")
+		return
+	}
+	fault := NoFault
+	if s.Fault != nil {
+		fault = s.Fault(r, n)
+	}
+	switch fault {
+	case FailBeforeApply:
+		writeStripeError(w, http.StatusInternalServerError, "api_error", "", "sandbox: injected failure before applying")
+		return
+	case Stall:
+		<-r.Context().Done()
+		return
+	}
+
+	status, resp := s.handle(r, body)
+	switch fault {
+	case FailAfterApply:
+		writeStripeError(w, http.StatusInternalServerError, "api_error", "", "sandbox: injected failure after applying")
+		return
+	case DropAfterApply:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	w.Header().Set("Request-Id", fmt.Sprintf("req_sandbox_%d", n))
+	w.Header().Set("Content-Type", "application/json")
+	if status.replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.WriteHeader(status.code)
+	w.Write(resp) //nolint:errcheck
+}
+
+type result struct {
+	code     int
+	replayed bool
+}
+
+// handle applies a request with Stripe's idempotency semantics: a repeated
+// Idempotency-Key with the same body replays the first answer; with another
+// body it is refused; while the first is running it answers 409.
+func (s *Stripe) handle(r *http.Request, body []byte) (result, []byte) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" || r.Method != http.MethodPost {
+		code, b := s.apply(r, body)
+		return result{code: code}, b
+	}
+	fp := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
+	s.mu.Lock()
+	if st, ok := s.idem[key]; ok {
+		s.mu.Unlock()
+		select {
+		case <-st.done:
+		default:
+			return result{code: http.StatusConflict}, stripeError("idempotency_error", "idempotency_key_in_use", "There is currently another in-progress request using this Idempotent Key")
+		}
+		if st.fingerprint != fp {
+			return result{code: http.StatusBadRequest}, stripeError("idempotency_error", "", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
+		}
+		return result{code: st.status, replayed: true}, st.body
+	}
+	st := &stored{fingerprint: fp, done: make(chan struct{})}
+	s.idem[key] = st
+	s.mu.Unlock()
+	st.status, st.body = s.apply(r, body)
+	close(st.done)
+	return result{code: st.status}, st.body
+}
+
+func (s *Stripe) apply(r *http.Request, body []byte) (int, []byte) {
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return http.StatusBadRequest, stripeError("invalid_request_error", "parameter_invalid", "body is not form-encoded")
+	}
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+		amount, err := strconv.ParseInt(form.Get("amount"), 10, 64)
+		if err != nil || amount < 1 {
+			return http.StatusBadRequest, stripeError("invalid_request_error", "parameter_invalid_integer", "Invalid integer: amount")
+		}
+		cur := strings.ToLower(form.Get("currency"))
+		if len(cur) != 3 {
+			return http.StatusBadRequest, stripeError("invalid_request_error", "parameter_missing", "Missing required param: currency.")
+		}
+		meta := map[string]string{}
+		for k, v := range form {
+			if strings.HasPrefix(k, "metadata[") && strings.HasSuffix(k, "]") {
+				meta[k[9:len(k)-1]] = v[0]
+			}
+		}
+		s.mu.Lock()
+		s.seq++
+		pi := &PaymentIntent{ID: fmt.Sprintf("pi_sandbox_%06d", s.seq), Object: "payment_intent", Amount: amount,
+			Currency: cur, Customer: form.Get("customer"), Status: "requires_payment_method", Metadata: meta, Created: time.Now().Unix()}
+		s.intents = append(s.intents, pi)
+		s.mu.Unlock()
+		b, _ := json.Marshal(pi)
+		return http.StatusOK, b
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/payment_intents/"):
+		id := strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, pi := range s.intents {
+			if pi.ID == id {
+				b, _ := json.Marshal(pi)
+				return http.StatusOK, b
+			}
+		}
+		return http.StatusNotFound, stripeError("invalid_request_error", "resource_missing", "No such payment_intent: '"+id+"'")
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/balance":
+		return http.StatusOK, []byte(`{"object":"balance","available":[{"amount":0,"currency":"usd"}],"livemode":false}`)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/refunds":
+		amount, err := strconv.ParseInt(form.Get("amount"), 10, 64)
+		if err != nil || amount < 1 {
+			return http.StatusBadRequest, stripeError("invalid_request_error", "parameter_invalid_integer", "Invalid integer: amount")
+		}
+		s.mu.Lock()
+		s.refunds++
+		id := fmt.Sprintf("re_sandbox_%06d", s.refunds)
+		s.mu.Unlock()
+		cur := form.Get("currency")
+		if cur == "" {
+			cur = "usd"
+		}
+		b, _ := json.Marshal(map[string]any{"id": id, "object": "refund", "amount": amount, "currency": cur, "status": "succeeded"})
+		return http.StatusOK, b
+	}
+	return http.StatusNotFound, stripeError("invalid_request_error", "resource_missing", "Unrecognized request URL ("+r.Method+": "+r.URL.Path+").")
+}
+
+func stripeError(typ, code, msg string) []byte {
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"type": typ, "code": code, "message": msg}})
+	return b
+}
+
+func writeStripeError(w http.ResponseWriter, status int, typ, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(stripeError(typ, code, msg)) //nolint:errcheck
+}

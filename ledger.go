@@ -1,0 +1,119 @@
+package keybrake
+
+import (
+	"net/http"
+	"time"
+)
+
+// Attempt is everything the ledger needs to decide one proxied request in a
+// single transaction: re-check the key's status and expiry, check the caps,
+// reserve the estimate, claim the Idempotency-Key, and write the audit row.
+type Attempt struct {
+	KeyID  string // empty when the presented key was unknown or malformed
+	Vendor string
+	Method string
+	Path   string
+	Rule   string // matched rule, if any
+	Item   string // the client's Keybrake-Item header
+
+	// Denial, when set, records a refusal decided before the ledger (bad
+	// path, endpoint not allowed, unpriceable body). The key's own status
+	// still takes precedence: a revoked key is reported as revoked.
+	Denial *Error
+
+	Estimate Micros
+
+	// IdempotencyKey scopes a retry; Fingerprint is a hash of method, path
+	// and body: the same key with another fingerprint is refused.
+	IdempotencyKey string
+	Fingerprint    string
+	// VendorDedupes: the vendor itself deduplicates on Idempotency-Key
+	// (Stripe, Resend), so a retry after an unknown outcome may be
+	// forwarded again. When false (Twilio) such a retry is refused with
+	// outcome_unknown: forwarding it blindly is how a duplicate SMS happens.
+	VendorDedupes bool
+	// IdempotencyTTL is how long a claimed key and its stored response live.
+	IdempotencyTTL time.Duration
+
+	Instance string // the replica that will settle the call
+}
+
+// Decision is the ledger's answer to an Attempt.
+type Decision struct {
+	CallID  int64
+	Allowed bool
+	Err     *Error // the denial, when not Allowed and not a replay
+
+	// Cap details, for cap_exhausted.
+	CapName   string // "daily", "total" or "per_call"
+	Cap       Micros
+	Requested Micros
+
+	Replay *StoredResponse // set when the answer is a stored response
+
+	Key    *Key // nil for an unknown key
+	Status KeyStatus
+	Usage  Usage // after this decision
+}
+
+// Settlement closes a pending call after the vendor answered (or did not).
+type Settlement struct {
+	CallID  int64
+	Outcome Outcome // OutcomeForwarded or OutcomeUnknown
+	Status  int
+	// Actual is the cost read from a 2xx response. It is ignored for other
+	// statuses: a definite non-2xx releases the reservation, an unknown
+	// outcome keeps the estimate as spend.
+	Actual          Micros
+	ObjectID        string
+	VendorRequestID string
+	Code            Code
+	Latency         time.Duration
+	// Response, when set, is stored for idempotent replays. Nil with an
+	// Idempotency-Key means "too large to store": retries get
+	// idempotency_replay_unavailable.
+	Response *StoredResponse
+	// ReleaseIdempotency: the vendor refused without acting (409, 429), so
+	// the Idempotency-Key is freed for a fresh attempt.
+	ReleaseIdempotency bool
+}
+
+// StoredResponse is a vendor answer kept for idempotent replays: status,
+// the vendor's content headers and the body, byte for byte.
+type StoredResponse struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// ReplayHeaders are the response headers kept for a replay. Hop-by-hop and
+// per-connection headers are not replayed; Keybrake's own are recomputed.
+var ReplayHeaders = []string{
+	"Content-Type", "Content-Language", "Request-Id", "Idempotency-Key",
+	"Stripe-Version", "Stripe-Account", "Twilio-Request-Id", "X-Request-Id",
+	"Original-Request", "Stripe-Should-Retry",
+}
+
+// KeyFilter selects keys for a listing, newest first.
+type KeyFilter struct {
+	AgentRunLabel string
+	Status        KeyStatus // empty: any
+	IssuerID      string    // non-empty: only keys this issuer token created
+	Limit         int
+	Cursor        string
+}
+
+// CallFilter selects audit rows, newest first.
+type CallFilter struct {
+	KeyID         string
+	AgentRunLabel string
+	Outcome       Outcome // empty: any
+	Limit         int
+	Cursor        string
+}
+
+// Page bounds for listings.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+)

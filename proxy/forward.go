@@ -1,0 +1,220 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// NewTransport is the connection pool to the vendors: keep-alive connections
+// reused across calls, bounded dial and TLS times, and a response-header
+// timeout equal to the call timeout.
+func NewTransport(timeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// strippedRequestHeaders never reach a vendor: the client's credential
+// (replaced by the real one), Keybrake's own headers, method overrides that
+// would make the vendor execute a method other than the one matched, and
+// Accept-Encoding, so the transport decompresses and settlement can read
+// the answer.
+var strippedRequestHeaders = []string{
+	"Authorization", "Proxy-Authorization", "Cookie", "Keybrake-Item",
+	"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-Method",
+	"X-Original-URL", "X-Rewrite-URL", "Accept-Encoding",
+}
+
+// forward sends a reserved call to the vendor. The vendor call is detached
+// from the client's cancellation: once money may move, Keybrake waits for
+// the answer (up to UpstreamTimeout) so it can settle it instead of
+// recording an unknown outcome because the client hung up.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), p.cfg.UpstreamTimeout)
+	defer cancel()
+	c.upstream = ctx
+	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	p.rp.ServeHTTP(w, r)
+}
+
+func callFrom(r *http.Request) *call {
+	c, _ := r.Context().Value(callKey{}).(*call)
+	return c
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In)
+	pr.Out = pr.Out.WithContext(context.WithValue(c.upstream, callKey{}, c))
+	for _, h := range strippedRequestHeaders {
+		pr.Out.Header.Del(h)
+	}
+	for name := range pr.Out.Header {
+		if len(name) > 9 && http.CanonicalHeaderKey(name[:9]) == "Keybrake-" {
+			pr.Out.Header.Del(name)
+		}
+	}
+	body := c.prepared.Body
+	pr.Out.Body = io.NopCloser(bytes.NewReader(body))
+	pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	pr.Out.ContentLength = int64(len(body))
+	pr.Out.TransferEncoding = nil
+	if len(body) == 0 {
+		pr.Out.Body, pr.Out.GetBody = http.NoBody, nil
+	}
+	pr.Out.Header.Del("Content-Length")
+	if c.prepared.ContentType != "" {
+		pr.Out.Header.Set("Content-Type", c.prepared.ContentType)
+	}
+	pr.Out.URL.RawQuery = c.query
+	pr.Out.URL.ForceQuery = false
+	c.vendor.Direct(pr.Out, c.prepared)
+}
+
+// modifyResponse settles the call before the client sees the answer, so the
+// Keybrake-Spent-Usd header is already true when the agent reads it.
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	c := callFrom(res.Request)
+	limit := p.cfg.MaxStoredResponse
+	buf, readErr := io.ReadAll(io.LimitReader(res.Body, limit+1))
+	truncated := int64(len(buf)) > limit
+	switch {
+	case readErr != nil:
+		res.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), errReader{readErr}), res.Body}
+	case truncated:
+		res.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), res.Body), res.Body}
+	default:
+		res.Body.Close()
+		res.Body = io.NopCloser(bytes.NewReader(buf))
+		res.ContentLength = int64(len(buf))
+		res.Header.Set("Content-Length", strconv.Itoa(len(buf)))
+	}
+
+	st := keybrake.Settlement{
+		CallID:          c.decision.CallID,
+		Outcome:         keybrake.OutcomeForwarded,
+		Status:          res.StatusCode,
+		VendorRequestID: headerValue(c.vendor.RequestID(res.Header), 128),
+		Latency:         time.Since(c.start),
+	}
+	switch {
+	case res.StatusCode >= 500:
+		st.Outcome = keybrake.OutcomeUnknown
+	case res.StatusCode >= 200 && res.StatusCode < 300:
+		actual, objectID, ok := c.vendor.Settle(c.prepared, &keybrake.VendorResponse{
+			Status: res.StatusCode, Header: res.Header, Body: buf, Truncated: truncated || readErr != nil})
+		if !ok && c.prepared.Priced {
+			actual = c.prepared.Estimate // unreadable answer: the estimate stands
+		}
+		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
+	case res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusTooManyRequests:
+		st.ReleaseIdempotency = true // the vendor did not act; a retry may go through
+	}
+	if c.idemKey != "" && st.Outcome != keybrake.OutcomeUnknown && !truncated && readErr == nil {
+		st.Response = &keybrake.StoredResponse{Status: res.StatusCode, Header: replayHeader(res.Header), Body: buf}
+	}
+	if readErr != nil && st.Outcome != keybrake.OutcomeUnknown && (res.StatusCode < 200 || res.StatusCode >= 300) {
+		st.Outcome = keybrake.OutcomeUnknown
+	}
+	p.settle(c, st)
+	for name := range res.Header {
+		if len(name) > 9 && name[:9] == "Keybrake-" {
+			res.Header.Del(name)
+		}
+	}
+	p.setKeybrakeHeaders(res.Header, c)
+	return nil
+}
+
+// upstreamError handles a call that got no answer: unreachable, timed out or
+// cut off. Whether the vendor acted is unknown, so the reservation stays
+// counted as spend.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r)
+	code := keybrake.CodeUpstreamUnreachable
+	p.settle(c, keybrake.Settlement{
+		CallID:  c.decision.CallID,
+		Outcome: keybrake.OutcomeUnknown,
+		Status:  http.StatusBadGateway,
+		Code:    code,
+		Latency: time.Since(c.start),
+	})
+	msg := c.vendor.Name() + " did not answer"
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg += " within " + p.cfg.UpstreamTimeout.String()
+	}
+	msg += "; the outcome is unknown and the reservation stays counted as spend"
+	p.log.Warn("upstream call failed", "vendor", c.vendor.Name(), "key_id", c.key.ID, "call_id", c.decision.CallID, "err", err.Error())
+	p.writeError(w, c, &keybrake.ErrorReply{Code: code, Message: msg, KeyID: c.key.ID, CallID: c.decision.CallID})
+}
+
+// settle records the answer. A failure here leaves the call pending, which
+// the recovery sweep later counts as unknown spend: never under-counted.
+func (p *Proxy) settle(c *call, st keybrake.Settlement) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), 10*time.Second)
+	defer cancel()
+	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
+	if st.Outcome == keybrake.OutcomeUnknown {
+		c.actual = c.prepared.Estimate
+	}
+	u, err := p.cfg.Ledger.Settle(ctx, st)
+	if err != nil {
+		p.log.Error("settlement not recorded; the call stays reserved until the recovery sweep counts it", "call_id", st.CallID, "err", err.Error())
+		c.usage = nil
+		return
+	}
+	c.usage = &u
+}
+
+// replay answers from a stored response, byte for byte.
+func (p *Proxy) replay(w http.ResponseWriter, c *call, d keybrake.Decision) {
+	h := w.Header()
+	for k, v := range d.Replay.Header {
+		h[k] = v
+	}
+	h.Set("Keybrake-Idempotent-Replayed", "true")
+	h.Set("Content-Length", strconv.Itoa(len(d.Replay.Body)))
+	p.setKeybrakeHeaders(h, c)
+	c.status, c.outcome = d.Replay.Status, keybrake.OutcomeReplayed
+	w.WriteHeader(d.Replay.Status)
+	w.Write(d.Replay.Body) //nolint:errcheck // the client may have gone
+}
+
+func replayHeader(h http.Header) http.Header {
+	out := http.Header{}
+	for _, k := range keybrake.ReplayHeaders {
+		if v, ok := h[k]; ok {
+			out[k] = append([]string(nil), v...)
+		}
+	}
+	return out
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

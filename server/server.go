@@ -1,0 +1,296 @@
+// Package server assembles a running Keybrake: the store, the vendors, the
+// proxy and the admin API on one or two listeners, the background sweeps,
+// and a graceful shutdown. `keybrake serve`, `keybrake demo` and the
+// end-to-end tests all run this same assembly.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/admin"
+	"github.com/keybrake/keybrake/pricing"
+	"github.com/keybrake/keybrake/proxy"
+	"github.com/keybrake/keybrake/store"
+	"github.com/keybrake/keybrake/store/sqlite"
+	"github.com/keybrake/keybrake/vendors/stripe"
+)
+
+// Config is everything `keybrake serve` reads from flags and environment.
+type Config struct {
+	// Addr serves the proxy (and the admin API unless AdminAddr is set).
+	Addr string
+	// AdminAddr, when set, moves the admin API to its own listener so the
+	// agents' network never reaches it.
+	AdminAddr string
+	// DB is a SQLite file path, or a postgres:// URL.
+	DB string
+	// AdminToken authenticates the admin API; required.
+	AdminToken string
+
+	StripeSecretKey string
+	StripeBaseURL   string
+	FX              *pricing.FX
+
+	MaxExpiresIn    time.Duration
+	UpstreamTimeout time.Duration
+	IdempotencyTTL  time.Duration
+
+	Logger *slog.Logger
+	// Transport overrides the connection pool to the vendors (tests).
+	Transport http.RoundTripper
+	// Clock overrides the SQLite store's clock (tests).
+	Clock func() time.Time
+}
+
+// Server is a running Keybrake.
+type Server struct {
+	cfg      Config
+	store    store.Store
+	proxy    *proxy.Proxy
+	admin    *admin.API
+	log      *slog.Logger
+	instance string
+
+	servers []*http.Server
+	addrs   []string
+	stopBG  context.CancelFunc
+	bg      sync.WaitGroup
+}
+
+// New opens the store (creating and migrating it), recovers calls a crash
+// left pending, and builds the handlers. It does not listen yet.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.AdminToken == "" {
+		return nil, errors.New("no admin token: set KEYBRAKE_ADMIN_TOKEN (for example: export KEYBRAKE_ADMIN_TOKEN=$(openssl rand -hex 32))")
+	}
+	if len(cfg.AdminToken) < 16 {
+		return nil, errors.New("KEYBRAKE_ADMIN_TOKEN is shorter than 16 characters; use a long random value such as $(openssl rand -hex 32)")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if cfg.FX == nil {
+		cfg.FX = pricing.DefaultFX()
+	}
+	if cfg.MaxExpiresIn <= 0 {
+		cfg.MaxExpiresIn = 24 * time.Hour
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = 60 * time.Second
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = 24 * time.Hour
+	}
+	if cfg.DB == "" {
+		cfg.DB = "keybrake.db"
+	}
+
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: keybrake.NewID("inst_")}
+	fail := func(err error) (*Server, error) {
+		st.Close()
+		return nil, err
+	}
+
+	if !isPostgres(cfg.DB) {
+		// One process owns a SQLite file (enforced by a lock), so anything
+		// still pending was in flight when the previous process died.
+		n, err := st.RecoverPending(ctx, "", 0)
+		if err != nil {
+			return fail(fmt.Errorf("recover pending calls: %w", err))
+		}
+		if n > 0 {
+			s.log.Warn("calls in flight at the last shutdown are now counted as spend with outcome unknown", "calls", n)
+		}
+	}
+
+	sv, err := stripe.New(cfg.StripeBaseURL, cfg.StripeSecretKey, cfg.FX)
+	if err != nil {
+		return fail(err)
+	}
+	vendors := []keybrake.Vendor{sv}
+
+	s.proxy, err = proxy.New(proxy.Config{
+		Ledger: st, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
+		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	infos := make([]admin.VendorInfo, len(vendors))
+	for i, v := range vendors {
+		infos[i] = v
+	}
+	s.admin, err = admin.New(admin.Config{Store: st, Vendors: infos, Token: cfg.AdminToken, MaxExpiresIn: cfg.MaxExpiresIn, Logger: cfg.Logger})
+	if err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if isPostgres(cfg.DB) {
+		return nil, errors.New("PostgreSQL store: not built into this version yet")
+	}
+	return sqlite.Open(ctx, cfg.DB, sqlite.Options{Clock: cfg.Clock})
+}
+
+// Store is the server's store (tests and the demo read it).
+func (s *Server) Store() store.Store { return s.store }
+
+// Handler serves the main listener: /healthz, the admin API under /vault/
+// (unless it has its own listener) and the proxy for everything else. It
+// dispatches on the raw request target and never through ServeMux's path
+// cleaning, which would redirect /v1/x/../y before the proxy could refuse it.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uri := r.RequestURI
+		switch {
+		case uri == "/healthz":
+			s.health(w, r)
+		case uri == "/vault" || strings.HasPrefix(uri, "/vault/") || strings.HasPrefix(uri, "/vault?"):
+			if s.cfg.AdminAddr != "" {
+				http.Error(w, `{"code":"not_found","message":"the admin API is on its own listener"}`, http.StatusNotFound)
+				return
+			}
+			s.admin.ServeHTTP(w, r)
+		default:
+			s.proxy.ServeHTTP(w, r)
+		}
+	})
+}
+
+// AdminHandler serves the admin listener: /healthz and /vault/.
+func (s *Server) AdminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI == "/healthz" {
+			s.health(w, r)
+			return
+		}
+		s.admin.ServeHTTP(w, r)
+	})
+}
+
+// health answers 200 when the store answers within two seconds, else 503.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	body := map[string]string{"status": "ok"}
+	status := http.StatusOK
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Error("health check: store unavailable", "err", err.Error())
+		body = map[string]string{"status": "unavailable", "code": string(keybrake.CodeStoreUnavailable), "message": "the store does not answer"}
+		status = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body) //nolint:errcheck // the client may have gone
+}
+
+// Start listens on the configured addresses (":0" picks a free port) and
+// starts the background sweeps.
+func (s *Server) Start() error {
+	type listener struct {
+		addr string
+		h    http.Handler
+	}
+	ls := []listener{{s.cfg.Addr, s.Handler()}}
+	if s.cfg.AdminAddr != "" {
+		ls = append(ls, listener{s.cfg.AdminAddr, s.AdminHandler()})
+	}
+	for _, l := range ls {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			s.Shutdown(context.Background()) //nolint:errcheck // already failing
+			return fmt.Errorf("listen on %s: %w", l.addr, err)
+		}
+		srv := &http.Server{
+			Handler:           l.h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		s.servers = append(s.servers, srv)
+		s.addrs = append(s.addrs, ln.Addr().String())
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("listener stopped", "addr", ln.Addr().String(), "err", err.Error())
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopBG = cancel
+	s.bg.Add(1)
+	go s.sweep(ctx)
+	return nil
+}
+
+// Addr is the proxy listener's address, once started.
+func (s *Server) Addr() string { return s.addrs[0] }
+
+// AdminAddr is the admin API's address (the proxy's when shared).
+func (s *Server) AdminAddr() string { return s.addrs[len(s.addrs)-1] }
+
+// sweep periodically counts calls stuck pending past any possible answer
+// (a replica that died mid-call) as unknown spend, and drops expired
+// idempotency records.
+func (s *Server) sweep(ctx context.Context) {
+	defer s.bg.Done()
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	lastIdem := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, err := s.store.RecoverPending(ctx, "", s.cfg.UpstreamTimeout+time.Minute); err != nil {
+			s.log.Error("recovery sweep failed", "err", err.Error())
+		} else if n > 0 {
+			s.log.Warn("calls stuck pending are now counted as spend with outcome unknown", "calls", n)
+		}
+		if time.Since(lastIdem) > 10*time.Minute {
+			lastIdem = time.Now()
+			if _, err := s.store.SweepIdempotency(ctx); err != nil {
+				s.log.Error("idempotency sweep failed", "err", err.Error())
+			}
+		}
+	}
+}
+
+// Shutdown stops accepting, lets in-flight requests finish and settle, stops
+// the sweeps and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Shutdown(ctx))
+	}
+	if s.stopBG != nil {
+		s.stopBG()
+		s.bg.Wait()
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
+}

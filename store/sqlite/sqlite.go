@@ -1,0 +1,136 @@
+// Package sqlite opens Keybrake's embedded default store: one SQLite file,
+// through the pure-Go modernc.org/sqlite driver (no cgo, so `go install`
+// works everywhere), in WAL mode with synchronous=FULL so a committed
+// reservation survives kill -9 and power loss alike.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/keybrake/keybrake/store/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune the store. The zero value is the production setting.
+type Options struct {
+	// BusyTimeout is how long a writer waits for the database lock before
+	// the call fails closed with store_unavailable. Default 5s.
+	BusyTimeout time.Duration
+	// Clock replaces the process clock (tests of expiry and day rollover).
+	Clock func() time.Time
+	// ReadOnly opens the file without the write lock, for inspection.
+	ReadOnly bool
+}
+
+// Open creates (if needed), migrates and opens the SQLite store at path. One
+// process owns a database file at a time: a second `keybrake serve` on the
+// same file is refused, which is what makes the restart recovery of pending
+// calls safe.
+func Open(ctx context.Context, path string, opt Options) (*sqlstore.Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: empty database path")
+	}
+	if opt.BusyTimeout <= 0 {
+		opt.BusyTimeout = 5 * time.Second
+	}
+	var unlock func() error
+	if !opt.ReadOnly {
+		var err error
+		if unlock, err = lockFile(path + ".lock"); err != nil {
+			return nil, err
+		}
+	}
+	q := url.Values{}
+	for _, p := range []string{
+		"journal_mode(WAL)",
+		"synchronous(FULL)",
+		"foreign_keys(ON)",
+		fmt.Sprintf("busy_timeout(%d)", opt.BusyTimeout.Milliseconds()),
+	} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, closeAll(err, unlock)
+	}
+	// One writer connection: SQLite has one write lock per file, and
+	// queuing for it in Go is fairer and cheaper than spinning on
+	// SQLITE_BUSY inside the driver.
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, closeAll(err, unlock)
+	}
+	r, err := sql.Open("sqlite", strings.Replace(dsn, "_txlock=immediate", "_txlock=deferred", 1))
+	if err != nil {
+		w.Close()
+		return nil, closeAll(err, unlock)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+
+	clock := opt.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	s := sqlstore.New(w, r, sqlstore.Dialect{
+		Name: "sqlite",
+		Now: func(context.Context, sqlstore.Querier) (time.Time, error) {
+			return clock().UTC(), nil
+		},
+		Unavailable: unavailable,
+	})
+	if unlock != nil {
+		s.OnClose(unlock)
+	}
+	return s, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, mustSub(migrations, "migrations"))
+	if err != nil {
+		return fmt.Errorf("sqlite: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	return nil
+}
+
+// unavailable classifies engine errors that mean "cannot use the store now"
+// (busy, locked, read-only, disk full, I/O) as opposed to constraint
+// violations, which are bugs and must not read as an outage.
+func unavailable(err error) bool {
+	var se *msqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_ERROR:
+			return false
+		}
+	}
+	return true
+}
+
+func closeAll(err error, unlock func() error) error {
+	if unlock != nil {
+		return errors.Join(err, unlock())
+	}
+	return err
+}

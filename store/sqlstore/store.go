@@ -1,0 +1,132 @@
+// Package sqlstore is Keybrake's ledger written once in SQL and run on two
+// engines: SQLite (the embedded default) and PostgreSQL (shared by replicas).
+// The engines differ only in what Dialect captures: where "now" comes from,
+// how a key row is locked, and how failures are classified. Every decision
+// (status, expiry, caps, reservation, idempotency claim, audit row) is one
+// transaction, so caps and revokes hold across goroutines, processes and
+// replicas.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// Dialect is what differs between engines.
+type Dialect struct {
+	Name string
+	// Now reads the store's clock inside a transaction. SQLite, owned by one
+	// process, uses that process's clock; PostgreSQL uses the database's, so
+	// replicas agree on expiry and on the calendar day.
+	Now func(ctx context.Context, q Querier) (time.Time, error)
+	// LockKey is appended to the SELECT of a key row inside a decision
+	// (" FOR UPDATE" on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+	// serialises writers).
+	LockKey string
+	// Unavailable reports whether err means the store cannot be used right
+	// now (as opposed to a bug or bad input). Nil treats every error so.
+	Unavailable func(err error) bool
+}
+
+// Querier is what both *sql.DB and *sql.Tx provide.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Store is the ledger on one SQL engine.
+type Store struct {
+	w, r    *sql.DB // writer and reader pools (the same pool on PostgreSQL)
+	dialect Dialect
+	closers []func() error
+}
+
+// New wraps open pools. writer may be the same *sql.DB as reader.
+func New(writer, reader *sql.DB, d Dialect) *Store {
+	return &Store{w: writer, r: reader, dialect: d}
+}
+
+// OnClose registers cleanup run by Close after the pools are closed.
+func (s *Store) OnClose(f func() error) { s.closers = append(s.closers, f) }
+
+// Close closes the pools.
+func (s *Store) Close() error {
+	errs := []error{s.w.Close()}
+	if s.r != s.w {
+		errs = append(errs, s.r.Close())
+	}
+	for _, f := range s.closers {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
+}
+
+// DB returns the writer pool (for tests and migrations).
+func (s *Store) DB() *sql.DB { return s.w }
+
+// Ping checks that the store answers a write-path query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.w.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return s.wrap("ping", err)
+	}
+	return nil
+}
+
+// Now is the store's clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	t, err := s.dialect.Now(ctx, s.r)
+	if err != nil {
+		return time.Time{}, s.wrap("read clock", err)
+	}
+	return t, nil
+}
+
+// wrap classifies an engine error: anything that is not "not found" or a
+// domain error means the store is unavailable, and the proxy fails closed.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ke *keybrake.Error
+	if errors.Is(err, keybrake.ErrNotFound) || errors.As(err, &ke) {
+		return err
+	}
+	if s.dialect.Unavailable == nil || s.dialect.Unavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w: %w", op, keybrake.ErrStoreUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// tx runs f in one transaction on the writer pool.
+func (s *Store) tx(ctx context.Context, op string, f func(tx *sql.Tx, now time.Time) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	now, err := s.dialect.Now(ctx, tx)
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	if err := f(tx, now); err != nil {
+		return s.wrap(op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.wrap(op+": commit", err)
+	}
+	return nil
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+// Day is the UTC calendar day a daily cap counts against.
+func Day(t time.Time) string { return t.UTC().Format("2006-01-02") }

@@ -1,0 +1,35 @@
+// Package store names the ledger contract that both engines fulfil and
+// opens the one a database URL asks for: a file path for the embedded SQLite
+// default, postgres://… for PostgreSQL shared by replicas.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// Store is everything Keybrake keeps. Both engines implement it through
+// store/sqlstore, and store/storetest holds the one conformance suite they
+// must pass.
+type Store interface {
+	Ping(ctx context.Context) error
+	Now(ctx context.Context) (time.Time, error)
+
+	CreateKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration) (*keybrake.Key, error)
+	KeyByHash(ctx context.Context, secretHash string) (*keybrake.Key, error)
+	GetKey(ctx context.Context, id string) (*keybrake.KeyView, error)
+	ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake.KeyView, string, error)
+	RevokeKey(ctx context.Context, id string) (*keybrake.Key, error)
+
+	Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error)
+	Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error)
+	RecoverPending(ctx context.Context, instance string, olderThan time.Duration) (int, error)
+	SweepIdempotency(ctx context.Context) (int64, error)
+
+	ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybrake.Call, string, error)
+	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
+
+	Close() error
+}

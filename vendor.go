@@ -1,0 +1,92 @@
+package keybrake
+
+import (
+	"net/http"
+)
+
+// Vendor is one upstream API behind the proxy (Stripe, Twilio, Resend). A new
+// vendor is a new package implementing this interface; the proxy knows
+// nothing vendor-specific.
+//
+// The proxy calls Prepare before reserving (to price the call), Direct while
+// forwarding (to aim the request at the vendor with the real credential) and
+// Settle on the answer (to read the actual cost).
+type Vendor interface {
+	// Name is the route prefix and the key's vendor: "stripe".
+	Name() string
+	// Owns reports whether a root-form path (/v1/...) belongs to this
+	// vendor's API, for clients whose SDK cannot take a base path.
+	Owns(path string) bool
+	// Prepare validates the request and estimates its cost. It may replace
+	// the body (Stripe: JSON converted to form encoding). Errors are
+	// *Error with a code such as unpriceable_request.
+	Prepare(req *VendorRequest) (*Prepared, error)
+	// Direct points the outgoing request at the vendor and injects the
+	// real credential. The client's Authorization is already removed.
+	Direct(out *http.Request, p *Prepared)
+	// Settle reads the actual cost and the vendor's object id from a 2xx
+	// answer. ok=false means the cost could not be read: the estimate
+	// stands. Body may be truncated at the proxy's read limit.
+	Settle(p *Prepared, resp *VendorResponse) (actual Micros, objectID string, ok bool)
+	// DedupesIdempotency reports whether the vendor itself honours
+	// Idempotency-Key, making a retry after an unknown outcome safe.
+	DedupesIdempotency() bool
+	// ErrorResponse renders a Keybrake refusal in the shape the vendor's
+	// own SDKs decode, so that callers see the code (cap_exhausted).
+	ErrorResponse(r *ErrorReply) (http.Header, any)
+	// RequestID extracts the vendor's request id from response headers.
+	RequestID(h http.Header) string
+	// Configured reports whether the real credential is set; a vendor
+	// without one refuses every call (vendor_not_configured).
+	Configured() bool
+}
+
+// VendorRequest is the part of a client request a vendor prices.
+type VendorRequest struct {
+	Method string
+	Path   string // canonical vendor path, without the /{vendor} prefix
+	Query  string
+	Header http.Header
+	Body   []byte
+}
+
+// VendorResponse is the vendor's answer as Settle sees it.
+type VendorResponse struct {
+	Status    int
+	Header    http.Header
+	Body      []byte
+	Truncated bool
+}
+
+// Prepared is a priced request, ready to forward.
+type Prepared struct {
+	Estimate    Micros
+	Body        []byte // what to forward
+	ContentType string // set when Body was re-encoded
+	// UpstreamPath is the path to send; empty means the client's path.
+	UpstreamPath string
+	// Priced is true for endpoints that move money: their settlement
+	// reads the response body.
+	Priced bool
+	// Detail is vendor-private state carried from Prepare to Settle.
+	Detail any
+}
+
+// ErrorReply is a Keybrake refusal. Every vendor shape carries at least the
+// code and the message; the default (and Stripe's) shape is this struct's
+// JSON with a top-level "code", which the seed's Lambda reads.
+type ErrorReply struct {
+	Code         Code    `json:"code"`
+	Message      string  `json:"message"`
+	Field        string  `json:"field,omitempty"`
+	KeyID        string  `json:"key_id,omitempty"`
+	CallID       int64   `json:"call_id,omitempty"`
+	CapName      string  `json:"cap,omitempty"`
+	CapUSD       *Micros `json:"cap_usd,omitempty"`
+	SpentUSD     *Micros `json:"spent_usd,omitempty"`
+	ReservedUSD  *Micros `json:"reserved_usd,omitempty"`
+	RequestedUSD *Micros `json:"requested_usd,omitempty"`
+}
+
+// Status is the HTTP status the reply is sent with.
+func (r *ErrorReply) Status() int { return r.Code.HTTPStatus() }

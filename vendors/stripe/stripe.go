@@ -1,0 +1,101 @@
+// Package stripe puts Stripe's API behind Keybrake: it prices money-moving
+// calls from their amount and currency, converts the JSON bodies that the
+// seed's Lambdas send into Stripe's form encoding, injects the real secret,
+// and renders Keybrake's refusals in Stripe's error shape so stripe-go and
+// stripe-node surface the code to their callers.
+package stripe
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/pricing"
+)
+
+// DefaultBaseURL is Stripe's API host.
+const DefaultBaseURL = "https://api.stripe.com"
+
+// Vendor is the Stripe upstream.
+type Vendor struct {
+	base   *url.URL
+	secret string
+	fx     *pricing.FX
+}
+
+// New returns the Stripe vendor. secret is the real sk_… key; an empty
+// secret leaves the vendor unconfigured (every call refused).
+func New(baseURL, secret string, fx *pricing.FX) (*Vendor, error) {
+	if baseURL == "" {
+		baseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, keybrake.Errorf(keybrake.CodeInvalidRequest, "stripe base URL %q: want http(s)://host[:port]", baseURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return &Vendor{base: u, secret: secret, fx: fx}, nil
+}
+
+func (v *Vendor) Name() string { return "stripe" }
+
+// Owns claims Stripe's v1 and v2 APIs at the root, where stripe-go sends them
+// (it refuses a base URL with a path).
+func (v *Vendor) Owns(path string) bool {
+	return strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/v2/")
+}
+
+func (v *Vendor) Configured() bool { return v.secret != "" }
+
+func (v *Vendor) DedupesIdempotency() bool { return true }
+
+// Direct aims the request at Stripe with the real secret as Bearer.
+func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
+	path := out.URL.Path
+	if p.UpstreamPath != "" {
+		path = p.UpstreamPath
+	}
+	out.URL.Scheme = v.base.Scheme
+	out.URL.Host = v.base.Host
+	out.URL.Path = v.base.Path + path
+	out.URL.RawPath = ""
+	out.Host = v.base.Host
+	out.Header.Set("Authorization", "Bearer "+v.secret)
+}
+
+func (v *Vendor) RequestID(h http.Header) string { return h.Get("Request-Id") }
+
+// stripeError is Stripe's own error object: {"error":{"type","code","message"}}.
+type stripeError struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Param   string `json:"param,omitempty"`
+}
+
+// ErrorResponse keeps Keybrake's top-level code and message (the seed's
+// Lambda reads body.code) and adds Stripe's error object, which stripe-go
+// decodes into *stripe.Error{Code, Msg, HTTPStatusCode}. Stripe-Should-Retry
+// tells the SDKs whether retrying can help: never for a refusal, yes for an
+// idempotent request still in flight.
+func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
+	typ := "invalid_request_error"
+	if r.Status() >= 500 {
+		typ = "api_error"
+	}
+	if r.Code == keybrake.CodeIdempotencyKeyReused || r.Code == keybrake.CodeIdempotencyInProgress {
+		typ = "idempotency_error"
+	}
+	h := http.Header{}
+	if r.Code == keybrake.CodeIdempotencyInProgress {
+		h.Set("Stripe-Should-Retry", "true")
+	} else {
+		h.Set("Stripe-Should-Retry", "false")
+	}
+	body := struct {
+		*keybrake.ErrorReply
+		Error stripeError `json:"error"`
+	}{r, stripeError{Type: typ, Code: string(r.Code), Message: r.Message, Param: r.Field}}
+	return h, body
+}

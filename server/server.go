@@ -22,7 +22,6 @@ import (
 	"github.com/keybrake/keybrake/pricing"
 	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/store"
-	"github.com/keybrake/keybrake/store/sqlite"
 	"github.com/keybrake/keybrake/vendors/stripe"
 )
 
@@ -140,17 +139,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	return s, nil
-}
-
-func isPostgres(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
-}
-
-func openStore(ctx context.Context, cfg Config) (store.Store, error) {
-	if isPostgres(cfg.DB) {
-		return nil, errors.New("PostgreSQL store: not built into this version yet")
-	}
-	return sqlite.Open(ctx, cfg.DB, sqlite.Options{Clock: cfg.Clock})
 }
 
 // Store is the server's store (tests and the demo read it).

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/client"
+)
+
+func callsCmd(g *globals) *cobra.Command {
+	var p client.ListCallsParams
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "calls",
+		Short: "Read the audit log, newest first",
+		Example: `  keybrake calls --key vk_…
+  keybrake calls --outcome unknown      # calls whose outcome is unknown (counted as spend)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var calls []client.Call
+			for {
+				page, err := c.ListCalls(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				calls = append(calls, page.Data...)
+				if !all || !page.HasMore {
+					break
+				}
+				p.Cursor = page.NextCursor
+			}
+			if g.json {
+				return g.printJSON(calls)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
+			for _, c := range calls {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t$%s\t$%s\t%s\t%s\n", c.ID, c.Time.Format(time.RFC3339), c.KeyID,
+					c.Method, c.Path, c.Outcome, c.Status, c.Estimated, c.Actual, c.ObjectID, c.Item)
+			}
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&p.KeyID, "key", "", "only calls of this key_id")
+	fl.StringVar(&p.AgentRunLabel, "label", "", "only calls of this agent_run_label")
+	fl.StringVar(&p.Outcome, "outcome", "", "only this outcome: forwarded, unknown, replayed, denied_cap_exhausted, …")
+	fl.IntVar(&p.Limit, "limit", 50, "rows per page")
+	fl.BoolVar(&all, "all", false, "follow pages to the end")
+	return cmd
+}
+
+func reportCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "report AGENT_RUN_LABEL",
+		Short: "Per-run spend summary: keys, calls allowed and denied, spend by endpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.RunSummary(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(s)
+			}
+			printRunSummary(g, s)
+			return nil
+		},
+	}
+}
+
+// printRunSummary renders a run summary as a short report.
+func printRunSummary(g *globals, s *keybrake.RunSummary) {
+	w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "run\t%s\n", s.AgentRunLabel)
+	fmt.Fprintf(w, "spent\t$%s (reserved $%s)\n", s.Spent, s.Reserved)
+	fmt.Fprintf(w, "calls\t%d allowed, %d denied, %d unknown outcome\n", s.Allowed, s.Denied, s.Unknown)
+	if s.FirstCall != nil {
+		fmt.Fprintf(w, "first / last call\t%s / %s\n", s.FirstCall.Format(time.RFC3339), s.LastCall.Format(time.RFC3339))
+	}
+	for _, k := range s.Keys {
+		fmt.Fprintf(w, "key\t%s (%s, %s) spent $%s\n", k.ID, k.Vendor, k.Status, k.Spent)
+	}
+	for _, e := range s.ByEndpoint {
+		fmt.Fprintf(w, "endpoint\t%s %s: %d calls, $%s\n", e.Vendor, e.Endpoint, e.Calls, e.Spent)
+	}
+	codes := make([]string, 0, len(s.DeniedByCode))
+	for c := range s.DeniedByCode {
+		codes = append(codes, string(c))
+	}
+	sort.Strings(codes)
+	for _, c := range codes {
+		fmt.Fprintf(w, "denied\t%s: %d\n", c, s.DeniedByCode[keybrake.Code(c)])
+	}
+	w.Flush()
+}
+
+func deref(m *keybrake.Micros) keybrake.Micros {
+	if m == nil {
+		return 0
+	}
+	return *m
+}
+
+func derefInt(n *int64) int64 {
+	if n == nil {
+		return 0
+	}
+	return *n
+}

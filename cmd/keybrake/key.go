@@ -1,0 +1,193 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keybrake/keybrake/client"
+)
+
+func keyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Issue, list, show and revoke vault keys",
+	}
+	cmd.AddCommand(keyIssueCmd(g), keyListCmd(g), keyShowCmd(g), keyRevokeCmd(g))
+	return cmd
+}
+
+func keyIssueCmd(g *globals) *cobra.Command {
+	var p client.IssueParams
+	var meta []string
+	cmd := &cobra.Command{
+		Use:   "issue",
+		Short: "Issue a vault key (its secret is printed once)",
+		Example: `  keybrake key issue --vendor stripe --daily-usd-cap 50 \
+    --endpoint "POST /v1/payment_intents" --expires-in 2h \
+    --label arn:aws:states:us-east-1:123456789012:execution:billing:run-42`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			for _, m := range meta {
+				k, v, ok := strings.Cut(m, "=")
+				if !ok {
+					return fmt.Errorf("--metadata %q: want key=value", m)
+				}
+				if p.Metadata == nil {
+					p.Metadata = map[string]string{}
+				}
+				p.Metadata[k] = v
+			}
+			k, err := c.IssueKey(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(k)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(w, "key_id\t%s\n", k.ID)
+			fmt.Fprintf(w, "vault_key\t%s\t(shown once: store it now)\n", k.VaultKey)
+			fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
+			fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
+			fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+			fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
+			if k.AgentRunLabel != "" {
+				fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
+			}
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&p.Vendor, "vendor", "stripe", "vendor the key is for")
+	fl.StringVar(&p.DailyUSDCap, "daily-usd-cap", "", "dollars the key may spend per UTC day (required)")
+	fl.StringArrayVar(&p.AllowedEndpoints, "endpoint", nil, `allowed endpoint, "METHOD /path" with * for one segment; repeatable (required)`)
+	fl.StringVar(&p.ExpiresIn, "expires-in", "1h", `lifetime, e.g. "30m" or "2h"`)
+	fl.StringVar(&p.AgentRunLabel, "label", "", "agent_run_label, e.g. a Step Functions execution ARN")
+	fl.StringVar(&p.AgentName, "agent-name", "", "agent_name")
+	fl.StringVar(&p.TotalUSDCap, "total-usd-cap", "", "lifetime cap in dollars")
+	fl.StringVar(&p.MaxUSDPerCall, "max-usd-per-call", "", "largest single call in dollars")
+	fl.StringArrayVar(&meta, "metadata", nil, "key=value metadata; repeatable")
+	return cmd
+}
+
+func keyListCmd(g *globals) *cobra.Command {
+	var p client.ListKeysParams
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List vault keys, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var keys []client.Key
+			for {
+				page, err := c.ListKeys(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				keys = append(keys, page.Data...)
+				if !all || !page.HasMore {
+					break
+				}
+				p.Cursor = page.NextCursor
+			}
+			if g.json {
+				return g.printJSON(keys)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "KEY_ID\tVENDOR\tSTATUS\tSPENT\tCAP/DAY\tCALLS\tDENIED\tEXPIRES\tLABEL")
+			for _, k := range keys {
+				fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t$%s\t%d\t%d\t%s\t%s\n", k.ID, k.Vendor, k.Status, deref(k.SpentUSD), k.DailyUSDCap,
+					derefInt(k.Calls), derefInt(k.DeniedCalls), k.ExpiresAt.Format(time.RFC3339), k.AgentRunLabel)
+			}
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&p.AgentRunLabel, "label", "", "only keys with this agent_run_label")
+	fl.StringVar(&p.Status, "status", "", "only active, revoked or expired keys")
+	fl.IntVar(&p.Limit, "limit", 50, "keys per page")
+	fl.BoolVar(&all, "all", false, "follow pages to the end")
+	return cmd
+}
+
+func keyShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show KEY_ID",
+		Short: "Show a key's policy, status and spend",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			k, err := c.GetKey(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(k)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(w, "key_id\t%s\n", k.ID)
+			fmt.Fprintf(w, "status\t%s\n", k.Status)
+			fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
+			fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+			fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
+			if k.TotalUSDCap != nil {
+				fmt.Fprintf(w, "total_usd_cap\t$%s\n", *k.TotalUSDCap)
+			}
+			if k.MaxUSDPerCall != nil {
+				fmt.Fprintf(w, "max_usd_per_call\t$%s\n", *k.MaxUSDPerCall)
+			}
+			fmt.Fprintf(w, "spent_usd\t$%s\n", deref(k.SpentUSD))
+			fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
+			fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))
+			fmt.Fprintf(w, "remaining_usd\t$%s\n", deref(k.RemainingUSD))
+			fmt.Fprintf(w, "calls\t%d (denied %d)\n", derefInt(k.Calls), derefInt(k.DeniedCalls))
+			fmt.Fprintf(w, "created_at\t%s\n", k.CreatedAt.Format(time.RFC3339))
+			fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
+			if k.RevokedAt != nil {
+				fmt.Fprintf(w, "revoked_at\t%s\n", k.RevokedAt.Format(time.RFC3339))
+			}
+			if k.AgentRunLabel != "" {
+				fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func keyRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke KEY_ID",
+		Short: "Revoke a key: its very next call is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.RevokeKey(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(r)
+			}
+			fmt.Fprintf(g.stdout, "%s revoked at %s\n", r.ID, r.RevokedAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keybrake/keybrake/client"
+)
+
+// globals are the flags every admin-API command shares.
+type globals struct {
+	url    string
+	json   bool
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// run builds the command tree and executes it; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "keybrake",
+		Short:         "Spend-capped, revocable vault keys in front of Stripe for AI agents",
+		Long:          "Keybrake stands between AI agents and money-moving APIs. An orchestrator issues a short-lived vault key\nwith a dollar cap, an endpoint allow-list and an expiry; agents call the vendor through Keybrake with it.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.url, "url", envOr("KEYBRAKE_URL", "http://127.0.0.1:8080"), "Keybrake admin API base URL (env KEYBRAKE_URL)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
+
+	root.AddCommand(serveCmd(g), demoCmd(g), keyCmd(g), callsCmd(g), reportCmd(g), versionCmd(g))
+	if err := root.Execute(); err != nil {
+		g.printError(err)
+		return 1
+	}
+	return 0
+}
+
+// client builds an admin API client from --url and KEYBRAKE_ADMIN_TOKEN.
+func (g *globals) client() (*client.Client, error) {
+	token := os.Getenv("KEYBRAKE_ADMIN_TOKEN")
+	if token == "" {
+		return nil, errors.New("KEYBRAKE_ADMIN_TOKEN is not set: export the admin token the server was started with")
+	}
+	return client.New(g.url, token), nil
+}
+
+// printError reports a failure on stderr, as JSON with --json.
+func (g *globals) printError(err error) {
+	var ce *client.Error
+	if g.json {
+		body := map[string]string{"message": err.Error()}
+		if errors.As(err, &ce) {
+			body = map[string]string{"code": string(ce.Code), "message": ce.Message, "field": ce.Field}
+		}
+		json.NewEncoder(g.stderr).Encode(body) //nolint:errcheck
+		return
+	}
+	fmt.Fprintln(g.stderr, "error:", err)
+}
+
+// printJSON writes v indented on stdout.
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func versionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(g.stdout, "keybrake", version)
+			return nil
+		},
+	}
+}
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"

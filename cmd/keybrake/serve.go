@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keybrake/keybrake/pricing"
+	"github.com/keybrake/keybrake/server"
+)
+
+// serveFlags are `keybrake serve`'s settings; each has an environment
+// variable so containers and Lambdas can configure it without flags.
+type serveFlags struct {
+	addr, adminAddr, db string
+	maxExpiresIn        time.Duration
+	upstreamTimeout     time.Duration
+	idempotencyTTL      time.Duration
+	shutdownTimeout     time.Duration
+	fxRates             []string
+	logLevel            string
+}
+
+func serveCmd(g *globals) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the proxy and the admin API",
+		Long: `Run the proxy and the admin API.
+
+Secrets come from the environment only, never from flags (flags show up in ps):
+  KEYBRAKE_ADMIN_TOKEN        admin API bearer token (required)
+  KEYBRAKE_STRIPE_SECRET_KEY  the real Stripe secret key
+  KEYBRAKE_STRIPE_BASE_URL    Stripe's API base URL (default https://api.stripe.com)
+
+The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
+root (for SDKs such as stripe-go that refuse a base URL with a path).
+SIGTERM or SIGINT stops accepting, lets in-flight calls finish and settle,
+and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), g, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", "127.0.0.1:8080"), "proxy listen address (env KEYBRAKE_ADDR)")
+	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
+	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", "./keybrake.db"), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
+	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
+	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
+	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
+	fl.StringSliceVar(&f.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
+	return cmd
+}
+
+func runServe(ctx context.Context, g *globals, f *serveFlags) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	fx := pricing.DefaultFX()
+	for _, r := range f.fxRates {
+		if err := fx.ParseFXList(r); err != nil {
+			return fmt.Errorf("--fx-rate: %w", err)
+		}
+	}
+	cfg := server.Config{
+		Addr:            f.addr,
+		AdminAddr:       f.adminAddr,
+		DB:              f.db,
+		AdminToken:      os.Getenv("KEYBRAKE_ADMIN_TOKEN"),
+		StripeSecretKey: os.Getenv("KEYBRAKE_STRIPE_SECRET_KEY"),
+		StripeBaseURL:   os.Getenv("KEYBRAKE_STRIPE_BASE_URL"),
+		FX:              fx,
+		MaxExpiresIn:    f.maxExpiresIn,
+		UpstreamTimeout: f.upstreamTimeout,
+		IdempotencyTTL:  f.idempotencyTTL,
+		Logger:          logger,
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(),
+		"db", redactDSN(f.db), "stripe_configured", cfg.StripeSecretKey != "", "currencies", strings.Join(fx.Currencies(), ","))
+	<-ctx.Done()
+	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", f.shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// redactDSN hides a password in a database URL before it is logged.
+func redactDSN(dsn string) string {
+	scheme, rest, ok := strings.Cut(dsn, "://")
+	if !ok {
+		return dsn
+	}
+	creds, host, ok := strings.Cut(rest, "@")
+	if !ok {
+		return dsn
+	}
+	user, _, hasPass := strings.Cut(creds, ":")
+	if hasPass {
+		return scheme + "://" + user + ":REDACTED@" + host
+	}
+	return dsn
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "warning: %s=%q is not a duration; using %s\n", name, v, def)
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}

@@ -19,10 +19,8 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/admin"
-	"github.com/keybrake/keybrake/pricing"
 	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/store"
-	"github.com/keybrake/keybrake/vendors/stripe"
 )
 
 // Config is everything `keybrake serve` reads from flags and environment.
@@ -37,9 +35,8 @@ type Config struct {
 	// AdminToken authenticates the admin API; required.
 	AdminToken string
 
-	StripeSecretKey string
-	StripeBaseURL   string
-	FX              *pricing.FX
+	// Vendors holds the vendors' credentials, base URLs and prices.
+	Vendors VendorConfig
 
 	MaxExpiresIn    time.Duration
 	UpstreamTimeout time.Duration
@@ -79,9 +76,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if cfg.FX == nil {
-		cfg.FX = pricing.DefaultFX()
-	}
 	if cfg.MaxExpiresIn <= 0 {
 		cfg.MaxExpiresIn = 24 * time.Hour
 	}
@@ -117,11 +111,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 
-	sv, err := stripe.New(cfg.StripeBaseURL, cfg.StripeSecretKey, cfg.FX)
+	vendors, err := buildVendors(cfg.Vendors)
 	if err != nil {
 		return fail(err)
 	}
-	vendors := []keybrake.Vendor{sv}
 
 	s.proxy, err = proxy.New(proxy.Config{
 		Ledger: st, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keybrake/keybrake/pricing"
 	"github.com/keybrake/keybrake/server"
 )
 
@@ -24,7 +23,7 @@ type serveFlags struct {
 	upstreamTimeout     time.Duration
 	idempotencyTTL      time.Duration
 	shutdownTimeout     time.Duration
-	fxRates             []string
+	vendors             vendorFlags
 	logLevel            string
 }
 
@@ -57,7 +56,7 @@ and exits 0.`,
 	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
 	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
-	fl.StringSliceVar(&f.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+	addVendorFlags(fl, &f.vendors)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
 	return cmd
 }
@@ -68,20 +67,16 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
 	logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
-	fx := pricing.DefaultFX()
-	for _, r := range f.fxRates {
-		if err := fx.ParseFXList(r); err != nil {
-			return fmt.Errorf("--fx-rate: %w", err)
-		}
+	vendors, err := f.vendors.config()
+	if err != nil {
+		return err
 	}
 	cfg := server.Config{
 		Addr:            f.addr,
 		AdminAddr:       f.adminAddr,
 		DB:              f.db,
 		AdminToken:      os.Getenv("KEYBRAKE_ADMIN_TOKEN"),
-		StripeSecretKey: os.Getenv("KEYBRAKE_STRIPE_SECRET_KEY"),
-		StripeBaseURL:   os.Getenv("KEYBRAKE_STRIPE_BASE_URL"),
-		FX:              fx,
+		Vendors:         vendors,
 		MaxExpiresIn:    f.maxExpiresIn,
 		UpstreamTimeout: f.upstreamTimeout,
 		IdempotencyTTL:  f.idempotencyTTL,
@@ -97,7 +92,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(),
-		"db", redactDSN(f.db), "stripe_configured", cfg.StripeSecretKey != "", "currencies", strings.Join(fx.Currencies(), ","))
+		"db", redactDSN(f.db), "vendors", describeVendors(vendors))
 	<-ctx.Done()
 	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", f.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
@@ -134,11 +129,4 @@ func envDuration(name string, def time.Duration) time.Duration {
 		fmt.Fprintf(os.Stderr, "warning: %s=%q is not a duration; using %s\n", name, v, def)
 	}
 	return def
-}
-
-func splitList(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return []string{s}
 }

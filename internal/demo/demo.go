@@ -90,12 +90,11 @@ func Run(ctx context.Context, o Options) error {
 	defer logFile.Close()
 	token := keybrake.NewID("demo_admin_")
 	srv, err := server.New(ctx, server.Config{
-		Addr:            "127.0.0.1:0",
-		DB:              filepath.Join(dir, "keybrake.db"),
-		AdminToken:      token,
-		StripeSecretKey: sandboxSecret,
-		StripeBaseURL:   upstream.URL,
-		Logger:          slog.New(slog.NewJSONHandler(logFile, nil)),
+		Addr:       "127.0.0.1:0",
+		DB:         filepath.Join(dir, "keybrake.db"),
+		AdminToken: token,
+		Vendors:    server.VendorConfig{StripeSecretKey: sandboxSecret, StripeBaseURL: upstream.URL},
+		Logger:     slog.New(slog.NewJSONHandler(logFile, nil)),
 	})
 	if err != nil {
 		return err

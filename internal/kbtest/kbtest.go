@@ -69,9 +69,7 @@ func Start(t testing.TB, opts ...Options) *Env {
 		Addr:            "127.0.0.1:0",
 		DB:              e.DB,
 		AdminToken:      AdminToken,
-		StripeSecretKey: StripeSecret,
-		StripeBaseURL:   e.Upstream.URL,
-		FX:              fx,
+		Vendors:         server.VendorConfig{StripeSecretKey: StripeSecret, StripeBaseURL: e.Upstream.URL, FX: fx},
 		UpstreamTimeout: 10 * time.Second,
 		Logger:          slog.New(slog.NewJSONHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

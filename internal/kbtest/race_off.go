@@ -1,0 +1,5 @@
+//go:build !race
+
+package kbtest
+
+const raceEnabled = false

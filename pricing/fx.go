@@ -113,7 +113,9 @@ func (fx *FX) ToMicros(minor int64, exponent int, currency string) (keybrake.Mic
 
 func parseRate(s string) (*big.Rat, error) {
 	s = strings.TrimSpace(s)
-	if s == "" || strings.ContainsAny(s, "eE/+-") {
+	// Digits and at most one dot: big.Rat would also take fractions,
+	// exponents and base prefixes, none of which belong in a rate.
+	if s == "" || strings.Trim(s, "0123456789.") != "" || strings.Count(s, ".") > 1 || strings.Trim(s, ".") == "" {
 		return nil, fmt.Errorf("rate %q: want a positive decimal such as 1.08", s)
 	}
 	r, ok := new(big.Rat).SetString(s)
@@ -121,4 +123,13 @@ func parseRate(s string) (*big.Rat, error) {
 		return nil, fmt.Errorf("rate %q: want a positive decimal such as 1.08", s)
 	}
 	return r, nil
+}
+
+// Clone returns an independent copy of the table.
+func (fx *FX) Clone() *FX {
+	out := &FX{rates: make(map[string]*big.Rat, len(fx.rates))}
+	for c, r := range fx.rates {
+		out.rates[c] = new(big.Rat).Set(r)
+	}
+	return out
 }

@@ -1,0 +1,138 @@
+// Package twilio puts Twilio's REST API (api.twilio.com/2010-04-01) behind
+// Keybrake: it prices messages by segments and destination and calls by a
+// configured maximum, swaps the {AccountSid} path segment for the real
+// account, injects the real credentials as HTTP Basic, and renders
+// Keybrake's refusals in Twilio's own error shape so twilio-go reports them.
+package twilio
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/pricing"
+)
+
+// DefaultBaseURL is Twilio's REST API host.
+const DefaultBaseURL = "https://api.twilio.com"
+
+// apiPrefix is the versioned root of every path this vendor serves.
+const apiPrefix = "/2010-04-01/"
+
+// Config configures the Twilio vendor.
+type Config struct {
+	BaseURL    string // default https://api.twilio.com
+	AccountSID string // the real account: AC…
+	AuthToken  string
+	Prices     pricing.TwilioPrices
+	// FX converts a price Twilio reports in another currency (price_unit);
+	// nil means USD only.
+	FX *pricing.FX
+}
+
+// Vendor is the Twilio upstream.
+type Vendor struct {
+	base   *url.URL
+	sid    string
+	token  string
+	prices pricing.TwilioPrices
+	fx     *pricing.FX
+}
+
+// New returns the Twilio vendor. Without both an account SID and an auth
+// token it is unconfigured (every call refused).
+func New(c Config) (*Vendor, error) {
+	if c.BaseURL == "" {
+		c.BaseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return nil, fmt.Errorf("twilio base URL %q: want http(s)://host[:port]", c.BaseURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	if c.AccountSID != "" && !alnum(c.AccountSID) {
+		return nil, fmt.Errorf("KEYBRAKE_TWILIO_ACCOUNT_SID must be letters and digits (AC…)")
+	}
+	if err := c.Prices.Endpoints.Owned(owns); err != nil {
+		return nil, fmt.Errorf("pricing file, twilio: %w", err)
+	}
+	if c.FX == nil {
+		c.FX = pricing.DefaultFX()
+	}
+	return &Vendor{base: u, sid: c.AccountSID, token: c.AuthToken, prices: c.Prices, fx: c.FX}, nil
+}
+
+func (v *Vendor) Name() string { return "twilio" }
+
+func owns(path string) bool { return strings.HasPrefix(path, apiPrefix) }
+
+// Owns claims Twilio's 2010-04-01 API at the root, where twilio-go sends it
+// once its transport points at Keybrake.
+func (v *Vendor) Owns(path string) bool { return owns(path) }
+
+func (v *Vendor) Configured() bool { return v.sid != "" && v.token != "" }
+
+// DedupesIdempotency is false: Twilio has no request idempotency, so a
+// retry after an unknown outcome could send a second SMS.
+func (v *Vendor) DedupesIdempotency() bool { return false }
+
+// Direct aims the request at Twilio with the real account's Basic auth.
+func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
+	path := out.URL.Path
+	if p.UpstreamPath != "" {
+		path = p.UpstreamPath
+	}
+	out.URL.Scheme = v.base.Scheme
+	out.URL.Host = v.base.Host
+	out.URL.Path = v.base.Path + path
+	out.URL.RawPath = ""
+	out.Host = v.base.Host
+	out.SetBasicAuth(v.sid, v.token)
+}
+
+func (v *Vendor) RequestID(h http.Header) string { return h.Get("Twilio-Request-Id") }
+
+// twilioError is Twilio's error body, which twilio-go decodes into
+// TwilioRestError{Code int, Message, MoreInfo, Status, Details}. Code must
+// be a number (a string makes the SDK fail with "error decoding the
+// response"), so Keybrake's code leads the message and is repeated in
+// details.
+type twilioError struct {
+	Code     int                  `json:"code"`
+	Message  string               `json:"message"`
+	MoreInfo string               `json:"more_info"`
+	Status   int                  `json:"status"`
+	Details  *keybrake.ErrorReply `json:"details"`
+}
+
+// MoreInfo is where every Keybrake refusal on Twilio routes points.
+const MoreInfo = "https://github.com/keybrake/keybrake/blob/main/docs/vendors.md#errors"
+
+// ErrorCode is the numeric code of a refusal: 20000 + its HTTP status
+// (20429 for cap_exhausted, 20403 for endpoint_not_allowed), in the 20xxx
+// range Twilio uses for API-level errors.
+func ErrorCode(status int) int { return 20000 + status }
+
+// ErrorResponse renders a refusal as Twilio's error object, with
+// "cap_exhausted: …" readable in the message twilio-go shows.
+func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
+	return nil, twilioError{
+		Code:     ErrorCode(r.Status()),
+		Message:  string(r.Code) + ": " + r.Message,
+		MoreInfo: MoreInfo,
+		Status:   r.Status(),
+		Details:  r,
+	}
+}
+
+func alnum(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -14,6 +14,9 @@ import (
 	"github.com/keybrake/keybrake"
 )
 
+// settleTimeout bounds how long a settlement keeps retrying the store.
+const settleTimeout = 2 * time.Minute
+
 // NewTransport is the connection pool to the vendors: keep-alive connections
 // reused across calls, bounded dial and TLS times, and a response-header
 // timeout equal to the call timeout.
@@ -175,14 +178,28 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 
 // settle records the answer. A failure here leaves the call pending, which
 // the recovery sweep later counts as unknown spend: never under-counted.
+//
+// Money has already moved when settle runs, so it insists: a busy or briefly
+// unreachable store is retried with backoff for up to settleTimeout.
 func (p *Proxy) settle(c *call, st keybrake.Settlement) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), settleTimeout)
 	defer cancel()
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
 	if st.Outcome == keybrake.OutcomeUnknown {
 		c.actual = c.prepared.Estimate
 	}
-	u, err := p.cfg.Ledger.Settle(ctx, st)
+	var u keybrake.Usage
+	var err error
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		u, err = p.cfg.Ledger.Settle(ctx, st)
+		if err == nil || !errors.Is(err, keybrake.ErrStoreUnavailable) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+	}
 	if err != nil {
 		p.log.Error("settlement not recorded; the call stays reserved until the recovery sweep counts it", "call_id", st.CallID, "err", err.Error())
 		c.usage = nil

@@ -156,6 +156,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := r.RequestURI
 	first, _, _ := strings.Cut(strings.TrimPrefix(target, "/"), "/")
 	if c.key == nil {
+		// Answer in the shape of the vendor the path names, so an SDK
+		// with a mistyped key still sees invalid_vault_key.
+		c.vendor = p.vendorOfPath(first, target)
+		if c.vendor != nil {
+			attempt.Vendor = c.vendor.Name()
+		}
 		c.path = target
 		attempt.Path = truncate(target, 512)
 		attempt.Denial = keybrake.Errorf(keybrake.CodeInvalidVaultKey, "missing or invalid vault key: send Authorization: Bearer <vault_key>")
@@ -319,6 +325,21 @@ func (p *Proxy) deny(w http.ResponseWriter, c *call, d keybrake.Decision) {
 func (p *Proxy) fail(w http.ResponseWriter, c *call, e *keybrake.Error, cause error) {
 	p.log.Error("ledger unavailable", "err", cause.Error())
 	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message})
+}
+
+// vendorOfPath guesses the vendor a request is meant for, from a
+// /{vendor} prefix or a root path a vendor owns; nil if none.
+func (p *Proxy) vendorOfPath(first, target string) keybrake.Vendor {
+	if v, ok := p.vendors[first]; ok {
+		return v
+	}
+	path, _, _ := strings.Cut(target, "?")
+	for _, v := range p.order {
+		if v.Owns(path) {
+			return v
+		}
+	}
+	return nil
 }
 
 func fingerprint(method, vendor, path, query string, body []byte) string {

@@ -1,0 +1,102 @@
+// Package e2e tests Keybrake through its real surface: HTTP to the whole
+// server assembly (in-process or as a child process) in front of counting
+// vendor fakes.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keybrake/keybrake/client"
+	"github.com/keybrake/keybrake/internal/kbtest"
+	"github.com/keybrake/keybrake/server"
+)
+
+// errBody is the Keybrake error shape every refusal carries.
+type errBody struct {
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	KeyID        string `json:"key_id"`
+	CallID       int64  `json:"call_id"`
+	Cap          string `json:"cap"`
+	CapUSD       string `json:"cap_usd"`
+	SpentUSD     string `json:"spent_usd"`
+	ReservedUSD  string `json:"reserved_usd"`
+	RequestedUSD string `json:"requested_usd"`
+	Error        *struct {
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func decodeErr(t testing.TB, r *kbtest.Response) errBody {
+	t.Helper()
+	var e errBody
+	if err := json.Unmarshal(r.Body, &e); err != nil {
+		t.Fatalf("error body %q: %v", r.Body, err)
+	}
+	return e
+}
+
+// expectDenied asserts a refusal: status, code, and that the vendor
+// received nothing for it.
+func expectDenied(t testing.TB, env *kbtest.Env, before int, r *kbtest.Response, status int, code string) errBody {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	e := decodeErr(t, r)
+	if e.Code != code {
+		t.Fatalf("code %q, want %q; body %s", e.Code, code, r.Body)
+	}
+	if n := env.Stripe.Requests(); n != before {
+		t.Fatalf("the vendor received %d request(s) for a denied call", n-before)
+	}
+	return e
+}
+
+func getKey(t testing.TB, env *kbtest.Env, id string) *client.Key {
+	t.Helper()
+	k, err := env.Admin.GetKey(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get key %s: %v", id, err)
+	}
+	return k
+}
+
+func calls(t testing.TB, env *kbtest.Env, p client.ListCallsParams) []client.Call {
+	t.Helper()
+	var out []client.Call
+	for {
+		page, err := env.Admin.ListCalls(context.Background(), p)
+		if err != nil {
+			t.Fatalf("list calls: %v", err)
+		}
+		out = append(out, page.Data...)
+		if !page.HasMore {
+			return out
+		}
+		p.Cursor = page.NextCursor
+	}
+}
+
+// offsetClock is a store clock tests can move forward.
+type offsetClock struct{ offset atomic.Int64 }
+
+func (c *offsetClock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *offsetClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// withClock starts an environment whose store clock the test controls.
+func withClock(t testing.TB) (*kbtest.Env, *offsetClock) {
+	c := &offsetClock{}
+	env := kbtest.Start(t, kbtest.Options{Configure: func(cfg *server.Config) { cfg.Clock = c.now }})
+	return env, c
+}
+
+var httpClient = &http.Client{Timeout: 60 * time.Second}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,3 +101,11 @@ func withClock(t testing.TB) (*kbtest.Env, *offsetClock) {
 }
 
 var httpClient = &http.Client{Timeout: 60 * time.Second}
+
+// startUpstream serves a vendor fake on a random local port.
+func startUpstream(t testing.TB, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

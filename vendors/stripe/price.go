@@ -42,8 +42,9 @@ var moneyEndpoints = []moneyEndpoint{
 
 // detail is carried from Prepare to Settle.
 type detail struct {
-	ep       *moneyEndpoint
-	currency string // request currency, if named
+	ep       *moneyEndpoint  // nil for an endpoint priced only by the pricing file
+	currency string          // request currency, if named
+	fixed    keybrake.Micros // the pricing file's fixed price for the endpoint
 }
 
 const formType = "application/x-www-form-urlencoded"
@@ -69,6 +70,13 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 	}
 	if ep == nil && req.Method == "POST" && strings.HasPrefix(req.Path, "/v2/money_management/") {
 		return nil, unpriceable("Stripe v2 money-management calls are not priced by Keybrake yet; they are refused rather than forwarded unpriced")
+	}
+	// A fixed price from the pricing file, added to any amount.
+	fixed, _ := v.endpoints.Lookup(req.Method, req.Path)
+	if ep == nil && fixed > 0 {
+		p.Priced = true
+		p.Estimate = fixed
+		p.Detail = &detail{fixed: fixed}
 	}
 	if ep != nil {
 		p.Priced = true
@@ -133,6 +141,8 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 	if err != nil {
 		return nil, err
 	}
+	d.fixed = fixed
+	p.Estimate = keybrake.AddCapped(p.Estimate, fixed)
 	p.Detail = d
 	return p, nil
 }
@@ -199,6 +209,9 @@ func (v *Vendor) Settle(p *keybrake.Prepared, resp *keybrake.VendorResponse) (ke
 	if !p.Priced || d == nil {
 		return 0, id, true
 	}
+	if d.ep == nil {
+		return d.fixed, id, true
+	}
 	var amount json.Number
 	if err := json.Unmarshal(obj[d.ep.responseAmount], &amount); err != nil {
 		return 0, id, false
@@ -219,5 +232,5 @@ func (v *Vendor) Settle(p *keybrake.Prepared, resp *keybrake.VendorResponse) (ke
 	if err != nil {
 		return 0, id, false
 	}
-	return m, id, true
+	return keybrake.AddCapped(m, d.fixed), id, true
 }

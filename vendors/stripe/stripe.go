@@ -6,6 +6,7 @@
 package stripe
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,9 +20,10 @@ const DefaultBaseURL = "https://api.stripe.com"
 
 // Vendor is the Stripe upstream.
 type Vendor struct {
-	base   *url.URL
-	secret string
-	fx     *pricing.FX
+	base      *url.URL
+	secret    string
+	fx        *pricing.FX
+	endpoints pricing.Endpoints
 }
 
 // New returns the Stripe vendor. secret is the real sk_… key; an empty
@@ -36,6 +38,18 @@ func New(baseURL, secret string, fx *pricing.FX) (*Vendor, error) {
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	return &Vendor{base: u, secret: secret, fx: fx}, nil
+}
+
+// SetEndpointPrices adds the pricing file's fixed per-call prices
+// (stripe.endpoints): a priced endpoint that moves no amount is charged the
+// fixed price; one that does is charged its amount plus the fixed price.
+// Call it before serving; every rule must name a Stripe API path.
+func (v *Vendor) SetEndpointPrices(eps pricing.Endpoints) error {
+	if err := eps.Owned(v.Owns); err != nil {
+		return fmt.Errorf("pricing file, stripe: %w", err)
+	}
+	v.endpoints = append(pricing.Endpoints(nil), eps...)
+	return nil
 }
 
 func (v *Vendor) Name() string { return "stripe" }

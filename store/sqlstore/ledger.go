@@ -309,7 +309,10 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 			keyID, day, outcome, idemKey string
 			estimated, actual            int64
 		)
-		err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`, st.CallID).
+		// Lock the call row (LockKey): two settlements of one call, or a
+		// settlement racing a recovery sweep on another replica, must not
+		// both see it pending and both move the money.
+		err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
 			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("settle call %d: %w", st.CallID, keybrake.ErrNotFound)
@@ -406,6 +409,10 @@ func (s *Store) RecoverPending(ctx context.Context, instance string, olderThan t
 			query += ` AND instance = $3`
 			args = append(args, instance)
 		}
+		// Lock the pending rows, in id order, before touching any key row:
+		// a concurrent Settle skips or waits instead of double-counting, and
+		// two replicas' sweeps cannot deadlock.
+		query += ` ORDER BY id` + s.dialect.LockKey
 		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return err

@@ -111,7 +111,7 @@ func (s *Store) RunSummary(ctx context.Context, label string) (*keybrake.RunSumm
 			return err
 		}
 
-		rows, err = q.QueryContext(ctx, `SELECT outcome, code, vendor, rule, COUNT(*), COALESCE(SUM(actual), 0), MIN(at), MAX(at)
+		rows, err = q.QueryContext(ctx, `SELECT outcome, code, vendor, rule, COUNT(*), CAST(COALESCE(SUM(actual), 0) AS BIGINT), MIN(at), MAX(at)
 			FROM calls WHERE agent_run_label = $1 GROUP BY outcome, code, vendor, rule`, label)
 		if err != nil {
 			return err

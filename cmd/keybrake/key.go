@@ -15,6 +15,8 @@ func keyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Issue, list, show and revoke vault keys",
+		Args:  cobra.NoArgs, // "key frobnicate" is an error, not a help page
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(keyIssueCmd(g), keyListCmd(g), keyShowCmd(g), keyRevokeCmd(g))
 	return cmd

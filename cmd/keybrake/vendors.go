@@ -11,42 +11,79 @@ import (
 	"github.com/keybrake/keybrake/server"
 )
 
-// vendorFlags are the vendor settings of `keybrake serve`. Credentials come
-// from the environment only.
+// vendorFlags are the vendor settings of `keybrake serve` and `keybrake
+// pricing`. Credentials come from the environment only:
+//
+//	KEYBRAKE_STRIPE_SECRET_KEY, KEYBRAKE_STRIPE_BASE_URL
+//	KEYBRAKE_TWILIO_ACCOUNT_SID, KEYBRAKE_TWILIO_AUTH_TOKEN, KEYBRAKE_TWILIO_BASE_URL
+//	KEYBRAKE_RESEND_API_KEY, KEYBRAKE_RESEND_BASE_URL
 type vendorFlags struct {
-	fxRates []string
+	pricingFile string
+	fxRates     []string
 }
 
 func addVendorFlags(fl *pflag.FlagSet, v *vendorFlags) {
-	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+	fl.StringVar(&v.pricingFile, "pricing", os.Getenv("KEYBRAKE_PRICING_FILE"), "pricing file (YAML or JSON) overriding the built-in prices; see `keybrake pricing` (env KEYBRAKE_PRICING_FILE)")
+	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable; overrides the pricing file's fx (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+}
+
+// prices builds the effective price table: built-in defaults, then the
+// pricing file, then --fx-rate. A malformed file is an error naming its
+// line and field.
+func (v *vendorFlags) prices() (*pricing.Table, error) {
+	t := pricing.Default()
+	if v.pricingFile != "" {
+		var err error
+		if t, err = pricing.Load(v.pricingFile); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range v.fxRates {
+		if err := t.FX.ParseFXList(r); err != nil {
+			return nil, fmt.Errorf("--fx-rate: %w", err)
+		}
+	}
+	return t, nil
 }
 
 // config reads the vendors' credentials from the environment and the
-// prices from flags.
+// prices from flags and the pricing file.
 func (v *vendorFlags) config() (server.VendorConfig, error) {
-	fx := pricing.DefaultFX()
-	for _, r := range v.fxRates {
-		if err := fx.ParseFXList(r); err != nil {
-			return server.VendorConfig{}, fmt.Errorf("--fx-rate: %w", err)
-		}
+	t, err := v.prices()
+	if err != nil {
+		return server.VendorConfig{}, err
 	}
 	return server.VendorConfig{
-		StripeSecretKey: os.Getenv("KEYBRAKE_STRIPE_SECRET_KEY"),
-		StripeBaseURL:   os.Getenv("KEYBRAKE_STRIPE_BASE_URL"),
-		FX:              fx,
+		StripeSecretKey:  os.Getenv("KEYBRAKE_STRIPE_SECRET_KEY"),
+		StripeBaseURL:    os.Getenv("KEYBRAKE_STRIPE_BASE_URL"),
+		TwilioAccountSID: os.Getenv("KEYBRAKE_TWILIO_ACCOUNT_SID"),
+		TwilioAuthToken:  os.Getenv("KEYBRAKE_TWILIO_AUTH_TOKEN"),
+		TwilioBaseURL:    os.Getenv("KEYBRAKE_TWILIO_BASE_URL"),
+		ResendAPIKey:     os.Getenv("KEYBRAKE_RESEND_API_KEY"),
+		ResendBaseURL:    os.Getenv("KEYBRAKE_RESEND_BASE_URL"),
+		Prices:           t,
 	}, nil
 }
 
-// describeVendors says which vendors have a credential, for the start-up
-// log line (never the credential itself).
+// describeVendors says which vendors have a credential and where prices
+// come from, for the start-up log line (never a credential itself).
 func describeVendors(vc server.VendorConfig) string {
 	var parts []string
-	if vc.StripeSecretKey != "" {
-		parts = append(parts, "stripe")
-	} else {
-		parts = append(parts, "stripe(unconfigured)")
+	add := func(name string, configured bool) {
+		if configured {
+			parts = append(parts, name)
+		} else {
+			parts = append(parts, name+"(unconfigured)")
+		}
 	}
-	return strings.Join(parts, ",")
+	add("stripe", vc.StripeSecretKey != "")
+	add("twilio", vc.TwilioAccountSID != "" && vc.TwilioAuthToken != "")
+	add("resend", vc.ResendAPIKey != "")
+	s := strings.Join(parts, ",")
+	if vc.Prices != nil && vc.Prices.Source != "" {
+		s += "; pricing=" + vc.Prices.Source
+	}
+	return s
 }
 
 func splitList(s string) []string {

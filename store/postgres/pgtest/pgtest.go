@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -131,10 +130,12 @@ type Forwarder struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	paused bool
+	resume *sync.Cond
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 // Forward starts a forwarder to target (host:port) and stops it when the
@@ -146,6 +147,7 @@ func Forward(t testing.TB, target string) *Forwarder {
 		t.Fatal(err)
 	}
 	f := &Forwarder{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	f.resume = sync.NewCond(&f.mu)
 	f.wg.Add(1)
 	go f.accept()
 	t.Cleanup(f.close)
@@ -176,6 +178,7 @@ func (f *Forwarder) Cut() {
 	for c := range f.conns {
 		c.Close()
 	}
+	f.resume.Broadcast()
 }
 
 // Restore forwards new connections again.
@@ -183,6 +186,23 @@ func (f *Forwarder) Restore() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cut = false
+}
+
+// Pause keeps every connection open but stops moving bytes, as a network
+// partition or a frozen database host would: nothing errors, nothing
+// answers. Resume delivers what was held back.
+func (f *Forwarder) Pause() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.paused = true
+}
+
+// Resume ends a Pause.
+func (f *Forwarder) Resume() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.paused = false
+	f.resume.Broadcast()
 }
 
 // Open is how many connections are being forwarded right now.
@@ -194,6 +214,7 @@ func (f *Forwarder) Open() int {
 
 func (f *Forwarder) close() {
 	f.ln.Close()
+	f.Resume()
 	f.Cut()
 	f.wg.Wait()
 }
@@ -234,7 +255,23 @@ func (f *Forwarder) accept() {
 
 func (f *Forwarder) pipe(dst, src net.Conn) {
 	defer f.wg.Done()
-	io.Copy(dst, src) //nolint:errcheck // ends when either side or Cut closes
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			for f.paused && !f.cut {
+				f.resume.Wait()
+			}
+			f.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil { // either side, or Cut, closed the connection
+			break
+		}
+	}
 	dst.Close()
 	src.Close()
 	f.mu.Lock()

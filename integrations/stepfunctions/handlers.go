@@ -1,0 +1,298 @@
+// Package stepfunctions holds the Lambda handlers of Keybrake's AWS Step
+// Functions integration: the three Task states that give one execution one
+// vault key, charge through it, and revoke it when the execution ends,
+// however it ends. Each handler has a thin main in cmd/ that calls
+// lambda.Start; the definitions that wire them are in statemachine/.
+//
+//	issue-vault-key   IssueVaultKey:  the seed's Parameters -> the created key ($.vault)
+//	charge-customer   ChargeCustomer: {customer, vault_key, execution_id, item_index} -> a charge
+//	revoke-vault-key  RevokeVaultKey: {key_id, agent_run_label} -> the revocations
+//
+// Errors are returned as typed values whose Go type name aws-lambda-go
+// reports as the Lambda errorType, which Step Functions matches in Retry and
+// Catch: CapExhausted, KeybrakeTransient, KeybrakeRefused, VendorRejected,
+// InvalidInput (see package kbcall). They must never be wrapped.
+package stepfunctions
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/keybrake/keybrake/client"
+	"github.com/keybrake/keybrake/integrations/internal/kbcall"
+)
+
+// Error types, re-exported so the handlers' contract reads in one place.
+type (
+	CapExhausted      = kbcall.CapExhausted
+	KeybrakeTransient = kbcall.KeybrakeTransient
+	KeybrakeRefused   = kbcall.KeybrakeRefused
+	VendorRejected    = kbcall.VendorRejected
+	InvalidInput      = kbcall.InvalidInput
+	Customer          = kbcall.Customer
+	Charge            = kbcall.Charge
+)
+
+// Handlers are the three Lambda handlers over one configuration.
+type Handlers struct {
+	cfg  Config
+	call *kbcall.Client
+	// HTTP is used for admin API calls.
+	HTTP *http.Client
+}
+
+// New returns the handlers for cfg.
+func New(cfg Config) *Handlers {
+	if cfg.AdminURL == "" {
+		cfg.AdminURL = cfg.URL
+	}
+	if cfg.Token == nil {
+		cfg.Token = StaticToken("")
+	}
+	return &Handlers{cfg: cfg, call: kbcall.DefaultClient}
+}
+
+// Decimal is a JSON number or string kept as its literal text, so a cap
+// such as 49.99 is never rounded through a float on its way to Keybrake.
+type Decimal string
+
+// UnmarshalJSON accepts 500, 49.99, "500" or "49.99".
+func (d *Decimal) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*d = Decimal(strings.TrimSpace(s))
+		return nil
+	}
+	if string(b) == "null" {
+		*d = ""
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("want a number or a decimal string, got %s", b)
+	}
+	*d = Decimal(n.String())
+	return nil
+}
+
+// Duration is a Go duration string ("2h", "30m") or a number of seconds.
+type Duration string
+
+// UnmarshalJSON accepts "2h" or 7200.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*d = Duration(strings.TrimSpace(s))
+		return nil
+	}
+	if string(b) == "null" {
+		*d = ""
+		return nil
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"2h\" or a whole number of seconds, got %s", b)
+	}
+	*d = Duration(strconv.FormatInt(n, 10) + "s")
+	return nil
+}
+
+// IssueInput is the seed's IssueVaultKey Parameters.
+type IssueInput struct {
+	Vendor           string   `json:"vendor"`
+	DailyUSDCap      Decimal  `json:"daily_usd_cap"`
+	AllowedEndpoints []string `json:"allowed_endpoints"`
+	ExpiresIn        Duration `json:"expires_in"`
+	// AgentRunLabel is the execution ARN ($$.Execution.Id).
+	AgentRunLabel string            `json:"agent_run_label"`
+	AgentName     string            `json:"agent_name,omitempty"`
+	TotalUSDCap   Decimal           `json:"total_usd_cap,omitempty"`
+	MaxUSDPerCall Decimal           `json:"max_usd_per_call,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+}
+
+// IssueVaultKey creates the execution's vault key. Its answer, placed at
+// ResultPath "$.vault", carries vault_key (the Bearer credential the Map
+// iterations share) and key_id (what RevokeVaultKey revokes).
+func (h *Handlers) IssueVaultKey(ctx context.Context, in IssueInput) (*client.Key, error) {
+	if in.Vendor == "" || in.DailyUSDCap == "" || len(in.AllowedEndpoints) == 0 || in.ExpiresIn == "" {
+		return nil, &InvalidInput{Field: "parameters", Message: "vendor, daily_usd_cap, allowed_endpoints and expires_in are required"}
+	}
+	if in.AgentRunLabel == "" {
+		return nil, &InvalidInput{Field: "agent_run_label", Message: `agent_run_label is required: pass "agent_run_label.$": "$$.Execution.Id"`}
+	}
+	p := client.IssueParams{
+		Vendor: in.Vendor, DailyUSDCap: string(in.DailyUSDCap), AllowedEndpoints: in.AllowedEndpoints,
+		ExpiresIn: string(in.ExpiresIn), AgentRunLabel: in.AgentRunLabel, AgentName: in.AgentName,
+		TotalUSDCap: string(in.TotalUSDCap), MaxUSDPerCall: string(in.MaxUSDPerCall), Metadata: in.Metadata,
+	}
+	var key *client.Key
+	err := h.admin(ctx, func(c *client.Client) (err error) {
+		key, err = c.IssueKey(ctx, p)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// ChargeInput is one Map iteration's input, built by the seed's
+// ItemSelector.
+type ChargeInput struct {
+	Customer    Customer `json:"customer"`
+	VaultKey    string   `json:"vault_key"`
+	ExecutionID string   `json:"execution_id"`
+	ItemIndex   *int     `json:"item_index"`
+}
+
+// ChargeResult is one iteration's result.
+type ChargeResult struct {
+	ItemIndex int `json:"item_index"`
+	Charge
+}
+
+// IdempotencyKey is "<execution_id>-<item_index>": stable across Step
+// Functions retries of the iteration, unique per item of the execution.
+func (in ChargeInput) IdempotencyKey() string {
+	return in.ExecutionID + "-" + strconv.Itoa(*in.ItemIndex)
+}
+
+// ChargeCustomer creates the customer's PaymentIntent through Keybrake.
+// A spent cap returns *CapExhausted (errorType "CapExhausted", for the
+// seed's Catch); a retry-safe failure returns *KeybrakeTransient.
+func (h *Handlers) ChargeCustomer(ctx context.Context, in ChargeInput) (*ChargeResult, error) {
+	if in.ExecutionID == "" || in.ItemIndex == nil {
+		return nil, &InvalidInput{Field: "execution_id/item_index", Message: `both are required for the Idempotency-Key: pass "execution_id.$": "$$.Execution.Id" and "item_index.$": "$$.Map.Item.Index" in the ItemSelector`}
+	}
+	ch, err := h.call.CreatePaymentIntent(ctx, kbcall.Request{
+		BaseURL: h.cfg.URL, VaultKey: in.VaultKey, IdempotencyKey: in.IdempotencyKey(),
+		Item: strconv.Itoa(*in.ItemIndex), Customer: in.Customer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ChargeResult{ItemIndex: *in.ItemIndex, Charge: *ch}, nil
+}
+
+// RevokeInput names what to revoke: the execution's key, and/or every
+// active key labelled with the execution ARN (which also catches a key
+// whose IssueVaultKey answer was lost and retried).
+type RevokeInput struct {
+	KeyID         string `json:"key_id,omitempty"`
+	AgentRunLabel string `json:"agent_run_label,omitempty"`
+}
+
+// RevokeOutput lists the keys revoked (revoking twice is harmless).
+type RevokeOutput struct {
+	Revoked []client.Revocation `json:"revoked"`
+}
+
+// RevokeVaultKey revokes the execution's key(s). The very next proxied call
+// with them is refused with key_revoked.
+func (h *Handlers) RevokeVaultKey(ctx context.Context, in RevokeInput) (*RevokeOutput, error) {
+	if in.KeyID == "" && in.AgentRunLabel == "" {
+		return nil, &InvalidInput{Field: "key_id", Message: `pass "key_id.$": "$.vault.key_id" and/or "agent_run_label.$": "$$.Execution.Id"`}
+	}
+	out := &RevokeOutput{Revoked: []client.Revocation{}}
+	seen := map[string]bool{}
+	revoke := func(id string) error {
+		if seen[id] {
+			return nil
+		}
+		seen[id] = true
+		return h.admin(ctx, func(c *client.Client) error {
+			r, err := c.RevokeKey(ctx, id)
+			if err == nil {
+				out.Revoked = append(out.Revoked, *r)
+			}
+			return err
+		})
+	}
+	if in.KeyID != "" {
+		if err := revoke(in.KeyID); err != nil {
+			return nil, err
+		}
+	}
+	if in.AgentRunLabel != "" {
+		cursor := ""
+		for {
+			var page *client.Page[client.Key]
+			err := h.admin(ctx, func(c *client.Client) (err error) {
+				page, err = c.ListKeys(ctx, client.ListKeysParams{AgentRunLabel: in.AgentRunLabel, Status: "active", Limit: 100, Cursor: cursor})
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range page.Data {
+				if err := revoke(k.ID); err != nil {
+					return nil, err
+				}
+			}
+			if !page.HasMore || page.NextCursor == "" {
+				break
+			}
+			cursor = page.NextCursor
+		}
+	}
+	return out, nil
+}
+
+// admin runs one admin API call with the issuer token, refreshing the token
+// once after a 401, and maps failures to the handlers' error types.
+func (h *Handlers) admin(ctx context.Context, f func(*client.Client) error) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		tok, terr := h.cfg.Token.Token(ctx)
+		if terr != nil {
+			// The extension or the environment may recover; let the
+			// state's Retry decide.
+			return &KeybrakeTransient{Message: terr.Error()}
+		}
+		c := client.New(h.cfg.AdminURL, tok)
+		if h.HTTP != nil {
+			c.HTTP = h.HTTP
+		}
+		err = f(c)
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Status == http.StatusUnauthorized && attempt == 0 {
+			h.cfg.Token.Refresh()
+			continue
+		}
+		break
+	}
+	return adminError(err)
+}
+
+func adminError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return &KeybrakeTransient{Message: err.Error()}
+	}
+	if ce.Status == 0 || ce.Status >= 500 || ce.Status == http.StatusTooManyRequests {
+		return &KeybrakeTransient{Status: ce.Status, Code: string(ce.Code), Message: ce.Message}
+	}
+	msg := ce.Message
+	if ce.Field != "" {
+		msg += " (field " + ce.Field + ")"
+	}
+	return &KeybrakeRefused{Status: ce.Status, Code: string(ce.Code), Message: msg}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package stepfunctions_test
+
+const raceEnabled = true

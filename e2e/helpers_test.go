@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,3 +110,8 @@ func startUpstream(t testing.TB, h http.Handler) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// atomicCounter hands out distinct decimal strings.
+type atomicCounter struct{ n atomic.Int64 }
+
+func (c *atomicCounter) next() string { return strconv.FormatInt(c.n.Add(1), 10) }

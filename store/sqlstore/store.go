@@ -70,10 +70,17 @@ func (s *Store) Close() error {
 // DB returns the writer pool (for tests and migrations).
 func (s *Store) DB() *sql.DB { return s.w }
 
-// Ping checks that the store answers a write-path query.
+// Ping checks that the store can take a decision right now: it opens a
+// write transaction (on SQLite, BEGIN IMMEDIATE takes the write lock) and
+// rolls it back. A store that answers reads but cannot write is not healthy:
+// the proxy would refuse every call.
 func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.w.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.wrap("ping", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // nothing was written
+	if _, err := s.dialect.Now(ctx, tx); err != nil {
 		return s.wrap("ping", err)
 	}
 	return nil

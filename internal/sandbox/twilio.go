@@ -1,0 +1,214 @@
+package sandbox
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Twilio is a local stand-in for Twilio's REST API: it creates messages
+// and calls (queued, price null, as Twilio answers at creation), fetches
+// them, checks HTTP Basic AccountSid:AuthToken and that the path's account
+// is that account, and answers errors in Twilio's shape. It counts what it
+// received and can inject the same faults as the Stripe sandbox. It is not
+// Twilio: nothing is delivered.
+type Twilio struct {
+	AccountSID string
+	AuthToken  string
+	// Fault, when set, chooses a fault for each request (n counts from 1).
+	Fault func(r *http.Request, n int) Fault
+	// CreationPrice, when set, is the price messages carry in the creation
+	// answer ("-0.00790"); by default it is null, as Twilio's usually is.
+	CreationPrice string
+
+	mu       sync.Mutex
+	n        int
+	received []Received
+	messages []*TwilioMessage
+	calls    []map[string]any
+}
+
+// TwilioMessage is the part of Twilio's Message resource the sandbox keeps.
+type TwilioMessage struct {
+	Sid         string  `json:"sid"`
+	AccountSid  string  `json:"account_sid"`
+	To          string  `json:"to"`
+	From        string  `json:"from"`
+	Body        string  `json:"body"`
+	Status      string  `json:"status"`
+	NumSegments string  `json:"num_segments"`
+	NumMedia    string  `json:"num_media"`
+	Direction   string  `json:"direction"`
+	APIVersion  string  `json:"api_version"`
+	Price       *string `json:"price"`
+	PriceUnit   string  `json:"price_unit"`
+	DateCreated string  `json:"date_created"`
+	URI         string  `json:"uri"`
+}
+
+// NewTwilio returns a sandbox accepting sid:token.
+func NewTwilio(sid, token string) *Twilio {
+	return &Twilio{AccountSID: sid, AuthToken: token}
+}
+
+// Requests is how many requests reached the sandbox.
+func (s *Twilio) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// Received returns copies of every request seen.
+func (s *Twilio) Received() []Received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Received(nil), s.received...)
+}
+
+// Messages returns the messages created.
+func (s *Twilio) Messages() []TwilioMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TwilioMessage, len(s.messages))
+	for i, m := range s.messages {
+		out[i] = *m
+	}
+	return out
+}
+
+// Calls is how many calls were created.
+func (s *Twilio) Calls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
+func (s *Twilio) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	}
+	s.mu.Lock()
+	s.n++
+	n := s.n
+	s.received = append(s.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
+	s.mu.Unlock()
+
+	user, pass, ok := r.BasicAuth()
+	if !ok || user != s.AccountSID || pass != s.AuthToken {
+		writeTwilioError(w, http.StatusUnauthorized, 20003, "Authenticate")
+		return
+	}
+	fault := NoFault
+	if s.Fault != nil {
+		fault = s.Fault(r, n)
+	}
+	switch fault {
+	case FailBeforeApply:
+		writeTwilioError(w, http.StatusInternalServerError, 20500, "sandbox: injected failure before applying")
+		return
+	case Stall:
+		<-r.Context().Done()
+		return
+	}
+	status, resp := s.apply(r, body)
+	switch fault {
+	case FailAfterApply:
+		writeTwilioError(w, http.StatusInternalServerError, 20500, "sandbox: injected failure after applying")
+		return
+	case DropAfterApply:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	w.Header().Set("Twilio-Request-Id", fmt.Sprintf("RQsandbox%d", n))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(resp) //nolint:errcheck
+}
+
+func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {
+	prefix := "/2010-04-01/Accounts/" + s.AccountSID + "/"
+	if !strings.HasPrefix(r.URL.Path, prefix) {
+		return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
+	}
+	rest := strings.TrimPrefix(r.URL.Path, prefix)
+	switch {
+	case r.Method == http.MethodPost && rest == "Messages.json":
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21000, "body is not form-encoded")
+		}
+		if form.Get("To") == "" {
+			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21604, "A 'To' phone number is required.")
+		}
+		if form.Get("Body") == "" && len(form["MediaUrl"]) == 0 {
+			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21602, "Message body is required.")
+		}
+		m := &TwilioMessage{
+			Sid: "SM" + randomHex(16), AccountSid: s.AccountSID, To: form.Get("To"), From: form.Get("From"),
+			Body: form.Get("Body"), Status: "queued", NumSegments: "1", NumMedia: fmt.Sprint(len(form["MediaUrl"])),
+			Direction: "outbound-api", APIVersion: "2010-04-01", PriceUnit: "USD",
+			DateCreated: time.Now().UTC().Format(time.RFC1123Z),
+		}
+		if s.CreationPrice != "" {
+			p := s.CreationPrice
+			m.Price = &p
+		}
+		m.URI = "/2010-04-01/Accounts/" + s.AccountSID + "/Messages/" + m.Sid + ".json"
+		s.mu.Lock()
+		s.messages = append(s.messages, m)
+		s.mu.Unlock()
+		b, _ := json.Marshal(m)
+		return http.StatusCreated, b
+	case r.Method == http.MethodGet && strings.HasPrefix(rest, "Messages/") && strings.HasSuffix(rest, ".json"):
+		sid := strings.TrimSuffix(strings.TrimPrefix(rest, "Messages/"), ".json")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, m := range s.messages {
+			if m.Sid == sid {
+				b, _ := json.Marshal(m)
+				return http.StatusOK, b
+			}
+		}
+		return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
+	case r.Method == http.MethodPost && rest == "Calls.json":
+		form, _ := url.ParseQuery(string(body))
+		c := map[string]any{"sid": "CA" + randomHex(16), "account_sid": s.AccountSID, "to": form.Get("To"), "from": form.Get("From"),
+			"status": "queued", "price": nil, "price_unit": "USD", "direction": "outbound-api", "api_version": "2010-04-01"}
+		s.mu.Lock()
+		s.calls = append(s.calls, c)
+		s.mu.Unlock()
+		b, _ := json.Marshal(c)
+		return http.StatusCreated, b
+	}
+	return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
+}
+
+func twilioError(status, code int, msg string) []byte {
+	b, _ := json.Marshal(map[string]any{"code": code, "message": msg, "more_info": fmt.Sprintf("https://www.twilio.com/docs/errors/%d", code), "status": status})
+	return b
+}
+
+func writeTwilioError(w http.ResponseWriter, status, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(twilioError(status, code, msg)) //nolint:errcheck
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) //nolint:errcheck // never fails
+	return hex.EncodeToString(b)
+}

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake/client"
+	"github.com/keybrake/keybrake/integrations/internal/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
 )
 
@@ -253,30 +254,11 @@ func (h *Handlers) RevokeVaultKey(ctx context.Context, in RevokeInput) (*RevokeO
 	return out, nil
 }
 
-// admin runs one admin API call with the issuer token, refreshing the token
-// once after a 401, and maps failures to the handlers' error types.
+// admin runs one admin API call with the issuer token (refreshed once
+// after a 401) and maps failures to the handlers' error types.
 func (h *Handlers) admin(ctx context.Context, f func(*client.Client) error) error {
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		tok, terr := h.cfg.Token.Token(ctx)
-		if terr != nil {
-			// The extension or the environment may recover; let the
-			// state's Retry decide.
-			return &KeybrakeTransient{Message: terr.Error()}
-		}
-		c := client.New(h.cfg.AdminURL, tok)
-		if h.HTTP != nil {
-			c.HTTP = h.HTTP
-		}
-		err = f(c)
-		var ce *client.Error
-		if errors.As(err, &ce) && ce.Status == http.StatusUnauthorized && attempt == 0 {
-			h.cfg.Token.Refresh()
-			continue
-		}
-		break
-	}
-	return adminError(err)
+	a := issuer.Admin{URL: h.cfg.AdminURL, Token: h.cfg.Token, HTTP: h.HTTP}
+	return adminError(a.Do(ctx, f))
 }
 
 func adminError(err error) error {

@@ -1,0 +1,5 @@
+//go:build race
+
+package lambdasqs_test
+
+const raceEnabled = true

@@ -24,15 +24,28 @@ const (
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+// IssuerTokenPrefix starts scoped issuer tokens; same shape as vault keys.
+const IssuerTokenPrefix = "kbit"
+
 // NewVaultKey returns a fresh vault key secret.
-func NewVaultKey() string {
-	body := randomBase62(32, vaultKeyBody)
-	return VaultKeyPrefix + body + checksum(VaultKeyPrefix+body)
-}
+func NewVaultKey() string { return newSecret(VaultKeyPrefix) }
 
 // WellFormedVaultKey checks the shape and checksum of a presented key.
-func WellFormedVaultKey(s string) bool {
-	if len(s) != VaultKeyLength || !strings.HasPrefix(s, VaultKeyPrefix) {
+func WellFormedVaultKey(s string) bool { return wellFormed(VaultKeyPrefix, s) }
+
+// NewIssuerToken returns a fresh issuer token secret.
+func NewIssuerToken() string { return newSecret(IssuerTokenPrefix) }
+
+// WellFormedIssuerToken checks the shape and checksum of an issuer token.
+func WellFormedIssuerToken(s string) bool { return wellFormed(IssuerTokenPrefix, s) }
+
+func newSecret(prefix string) string {
+	body := randomBase62(32, vaultKeyBody)
+	return prefix + body + checksum(prefix+body)
+}
+
+func wellFormed(prefix, s string) bool {
+	if len(s) != VaultKeyLength || !strings.HasPrefix(s, prefix) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -24,6 +24,11 @@ type Store interface {
 	RevokeKey(ctx context.Context, id string) (*keybrake.Key, error)
 	ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybrake.Call, string, error)
 	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
+
+	CreateToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string) (*keybrake.IssuerToken, error)
+	TokenByHash(ctx context.Context, secretHash string) (*keybrake.IssuerToken, error)
+	ListTokens(ctx context.Context) ([]*keybrake.IssuerToken, error)
+	RevokeToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
 }
 
 // VendorInfo is what key issuance checks against: a vendor's name, whether
@@ -71,29 +76,76 @@ func New(cfg Config) (*API, error) {
 	for _, v := range cfg.Vendors {
 		a.vendors[v.Name()] = v
 	}
+	// Issuer tokens may issue keys, and read and revoke their own.
 	a.mux.HandleFunc("POST /vault/keys", a.issueKey)
 	a.mux.HandleFunc("GET /vault/keys", a.listKeys)
 	a.mux.HandleFunc("GET /vault/keys/{key_id}", a.getKey)
 	a.mux.HandleFunc("DELETE /vault/keys/{key_id}", a.revokeKey)
-	a.mux.HandleFunc("GET /vault/calls", a.listCalls)
-	a.mux.HandleFunc("GET /vault/runs/{label...}", a.runSummary)
+	// Everything else is for the admin token only.
+	a.mux.HandleFunc("GET /vault/calls", adminOnly(a.listCalls))
+	a.mux.HandleFunc("GET /vault/runs/{label...}", adminOnly(a.runSummary))
+	a.mux.HandleFunc("POST /vault/tokens", adminOnly(a.createToken))
+	a.mux.HandleFunc("GET /vault/tokens", adminOnly(a.listTokens))
+	a.mux.HandleFunc("DELETE /vault/tokens/{token_id}", adminOnly(a.revokeToken))
 	a.mux.HandleFunc("/vault/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, keybrake.Errorf(keybrake.CodeNotFound, "no admin route %s %s", r.Method, r.URL.Path))
 	})
 	return a, nil
 }
 
+// principal is who is calling: the admin (issuer nil) or an issuer token.
+type principal struct {
+	issuer *keybrake.IssuerToken
+}
+
+type principalKey struct{}
+
+func who(r *http.Request) principal {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	return p
+}
+
+// adminOnly refuses issuer tokens.
+func adminOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p := who(r); p.issuer != nil {
+			writeError(w, keybrake.Errorf(keybrake.CodeForbidden, "issuer token %s may only issue, read and revoke its own keys", p.issuer.Name))
+			return
+		}
+		h(w, r)
+	}
+}
+
 // ServeHTTP authenticates before routing: an unauthenticated request learns
-// nothing, not even which routes exist.
+// nothing, not even which routes exist. The admin token is compared in
+// constant time; an issuer token is looked up by hash on every request, so
+// revoking one takes effect at once.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearer(r)
-	if !ok || !keybrake.SecretsEqual(token, a.cfg.Token) {
+	var p principal
+	switch {
+	case ok && keybrake.SecretsEqual(token, a.cfg.Token):
+	case ok && keybrake.WellFormedIssuerToken(token):
+		t, err := a.cfg.Store.TokenByHash(r.Context(), keybrake.HashSecret(token))
+		if err != nil && !errors.Is(err, keybrake.ErrNotFound) {
+			a.storeError(w, "token", err)
+			return
+		}
+		if t == nil || t.RevokedAt != nil {
+			ok = false
+			break
+		}
+		p.issuer = t
+	default:
+		ok = false
+	}
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keybrake-admin"`)
-		writeError(w, keybrake.Errorf(keybrake.CodeUnauthorized, "admin API requires Authorization: Bearer $KEYBRAKE_ADMIN_TOKEN"))
+		writeError(w, keybrake.Errorf(keybrake.CodeUnauthorized, "admin API requires Authorization: Bearer $KEYBRAKE_ADMIN_TOKEN (or a valid issuer token)"))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	a.mux.ServeHTTP(w, r)
+	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 }
 
 func bearer(r *http.Request) (string, bool) {

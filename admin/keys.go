@@ -52,6 +52,7 @@ type KeyJSON struct {
 	AgentRunLabel    string             `json:"agent_run_label"`
 	AgentName        string             `json:"agent_name,omitempty"`
 	Metadata         map[string]string  `json:"metadata,omitempty"`
+	IssuerID         string             `json:"issuer_id,omitempty"`
 	CreatedAt        time.Time          `json:"created_at"`
 	ExpiresAt        time.Time          `json:"expires_at"`
 	RevokedAt        *time.Time         `json:"revoked_at,omitempty"`
@@ -67,7 +68,7 @@ func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
 	out := KeyJSON{
 		ID: k.ID, Vendor: k.Vendor, Status: status, DailyUSDCap: k.DailyCap,
 		AllowedEndpoints: k.Rules.Strings(), AgentRunLabel: k.AgentRunLabel, AgentName: k.AgentName,
-		Metadata: k.Metadata, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
+		Metadata: k.Metadata, IssuerID: k.IssuerID, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
 	}
 	if k.TotalCap > 0 {
 		out.TotalUSDCap = &k.TotalCap
@@ -215,9 +216,13 @@ func money(field string, raw json.RawMessage, required bool) (keybrake.Micros, *
 // expiresIn reads "30m", "2h", "1h30m", "90s", a number of seconds, or a
 // string of digits (seconds).
 func (a *API) expiresIn(raw json.RawMessage) (time.Duration, *keybrake.Error) {
-	const field = "expires_in"
+	return a.duration("expires_in", raw)
+}
+
+// duration reads a required lifetime field, bounded by the server maximum.
+func (a *API) duration(field string, raw json.RawMessage) (time.Duration, *keybrake.Error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, keybrake.FieldError(field, "expires_in is required, e.g. \"30m\", \"2h\" or 3600 (seconds)")
+		return 0, keybrake.FieldError(field, "%s is required, e.g. \"30m\", \"2h\" or 3600 (seconds)", field)
 	}
 	var d time.Duration
 	var s string
@@ -227,21 +232,21 @@ func (a *API) expiresIn(raw json.RawMessage) (time.Duration, *keybrake.Error) {
 	s = strings.TrimSpace(s)
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n <= 0 || n > int64(a.cfg.MaxExpiresIn/time.Second) {
-			return 0, keybrake.FieldError(field, "expires_in must be between 1 second and %s", a.cfg.MaxExpiresIn)
+			return 0, keybrake.FieldError(field, "%s must be between 1 second and %s", field, a.cfg.MaxExpiresIn)
 		}
 		d = time.Duration(n) * time.Second
 	} else {
 		var perr error
 		d, perr = time.ParseDuration(s)
 		if perr != nil {
-			return 0, keybrake.FieldError(field, "expires_in %q: want a duration such as \"30m\" or \"2h\", or whole seconds", s)
+			return 0, keybrake.FieldError(field, "%s %q: want a duration such as \"30m\" or \"2h\", or whole seconds", field, s)
 		}
 	}
 	if d < minExpiresIn {
-		return 0, keybrake.FieldError(field, "expires_in must be at least 1s")
+		return 0, keybrake.FieldError(field, "%s must be at least 1s", field)
 	}
 	if d > a.cfg.MaxExpiresIn {
-		return 0, keybrake.FieldError(field, "expires_in %s is longer than this server's maximum of %s", d, a.cfg.MaxExpiresIn)
+		return 0, keybrake.FieldError(field, "%s %s is longer than this server's maximum of %s", field, d, a.cfg.MaxExpiresIn)
 	}
 	return d, nil
 }
@@ -266,6 +271,13 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if issuer := who(r).issuer; issuer != nil {
+		if e := issuer.Permits(k, ttl); e != nil {
+			writeError(w, e)
+			return
+		}
+		k.IssuerID = issuer.ID
+	}
 	secret := keybrake.NewVaultKey()
 	k.ID = keybrake.NewID("vk_")
 	created, err := a.cfg.Store.CreateKey(r.Context(), k, keybrake.HashSecret(secret), ttl)
@@ -281,12 +293,27 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
-	v, err := a.cfg.Store.GetKey(r.Context(), r.PathValue("key_id"))
-	if err != nil {
-		a.storeError(w, "key "+strconv.Quote(r.PathValue("key_id")), err)
-		return
+	v, ok := a.ownKey(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, viewJSON(v))
 	}
-	writeJSON(w, http.StatusOK, viewJSON(v))
+}
+
+// ownKey loads the key named in the path. An issuer token sees only keys it
+// issued: any other key reads as not found, so it cannot probe key ids.
+func (a *API) ownKey(w http.ResponseWriter, r *http.Request) (*keybrake.KeyView, bool) {
+	id := r.PathValue("key_id")
+	v, err := a.cfg.Store.GetKey(r.Context(), id)
+	if err == nil {
+		if issuer := who(r).issuer; issuer != nil && v.IssuerID != issuer.ID {
+			err = keybrake.ErrNotFound
+		}
+	}
+	if err != nil {
+		a.storeError(w, "key "+strconv.Quote(id), err)
+		return nil, false
+	}
+	return v, true
 }
 
 // Page is a list answer: data newest first, and a cursor while more remain.
@@ -316,6 +343,9 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := keybrake.KeyFilter{AgentRunLabel: q.Get("agent_run_label"), Status: keybrake.KeyStatus(q.Get("status")), Limit: limit, Cursor: q.Get("cursor")}
+	if issuer := who(r).issuer; issuer != nil {
+		f.IssuerID = issuer.ID
+	}
 	views, next, err := a.cfg.Store.ListKeys(r.Context(), f)
 	if err != nil {
 		a.storeError(w, "keys", err)
@@ -337,6 +367,9 @@ type RevokeResponse struct {
 
 func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("key_id")
+	if _, ok := a.ownKey(w, r); !ok {
+		return
+	}
 	k, err := a.cfg.Store.RevokeKey(r.Context(), id)
 	if err != nil {
 		a.storeError(w, "key "+strconv.Quote(id), err)

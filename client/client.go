@@ -221,3 +221,38 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 	return nil
 }
+
+// Token is an issuer token as the API shows it; Token (the secret) is set
+// only when created.
+type Token = admin.TokenJSON
+
+// TokenParams describes a scoped issuer token: the ceilings of every key it
+// may issue. Dollar amounts are decimal strings; MaxExpiresIn a duration.
+type TokenParams struct {
+	Name         string   `json:"name"`
+	MaxDailyUSD  string   `json:"max_daily_usd_cap"`
+	MaxTotalUSD  string   `json:"max_total_usd_cap,omitempty"`
+	Vendors      []string `json:"vendors"`
+	Endpoints    []string `json:"endpoints"`
+	MaxExpiresIn string   `json:"max_expires_in"`
+}
+
+// CreateToken creates an issuer token (admin token only). The secret is in
+// the answer's Token and is never shown again.
+func (c *Client) CreateToken(ctx context.Context, p TokenParams) (*Token, error) {
+	var t Token
+	return &t, c.do(ctx, http.MethodPost, "/vault/tokens", nil, p, &t)
+}
+
+// ListTokens lists issuer tokens (admin token only).
+func (c *Client) ListTokens(ctx context.Context) (*Page[Token], error) {
+	var page Page[Token]
+	return &page, c.do(ctx, http.MethodGet, "/vault/tokens", nil, nil, &page)
+}
+
+// RevokeToken revokes an issuer token; its next request is refused. Keys it
+// issued keep working until they expire or are revoked.
+func (c *Client) RevokeToken(ctx context.Context, tokenID string) (*Token, error) {
+	var t Token
+	return &t, c.do(ctx, http.MethodDelete, "/vault/tokens/"+url.PathEscape(tokenID), nil, nil, &t)
+}

@@ -28,6 +28,11 @@ type Store interface {
 	RecoverPending(ctx context.Context, instance string, olderThan time.Duration) (int, error)
 	SweepIdempotency(ctx context.Context) (int64, error)
 
+	CreateToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string) (*keybrake.IssuerToken, error)
+	TokenByHash(ctx context.Context, secretHash string) (*keybrake.IssuerToken, error)
+	ListTokens(ctx context.Context) ([]*keybrake.IssuerToken, error)
+	RevokeToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
+
 	ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybrake.Call, string, error)
 	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
 

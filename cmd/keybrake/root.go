@@ -36,7 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVar(&g.url, "url", envOr("KEYBRAKE_URL", "http://127.0.0.1:8080"), "Keybrake admin API base URL (env KEYBRAKE_URL)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
 
-	root.AddCommand(serveCmd(g), demoCmd(g), keyCmd(g), callsCmd(g), reportCmd(g), pricingCmd(g), versionCmd(g))
+	root.AddCommand(serveCmd(g), demoCmd(g), keyCmd(g), callsCmd(g), reportCmd(g), tokenCmd(g), pricingCmd(g), versionCmd(g))
 	if err := root.Execute(); err != nil {
 		g.printError(err)
 		return 1

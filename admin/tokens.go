@@ -1,0 +1,140 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// TokenRequest is the body of POST /vault/tokens.
+type TokenRequest struct {
+	Name         string          `json:"name"`
+	MaxDailyUSD  json.RawMessage `json:"max_daily_usd_cap"`
+	MaxTotalUSD  json.RawMessage `json:"max_total_usd_cap"`
+	Vendors      []string        `json:"vendors"`
+	Endpoints    []string        `json:"endpoints"`
+	MaxExpiresIn json.RawMessage `json:"max_expires_in"`
+}
+
+// TokenJSON is an issuer token as the API shows it; Token (the secret) only
+// in the answer to the POST that created it.
+type TokenJSON struct {
+	ID           string           `json:"token_id"`
+	Token        string           `json:"token,omitempty"`
+	Name         string           `json:"name"`
+	Status       string           `json:"status"`
+	MaxDailyUSD  keybrake.Micros  `json:"max_daily_usd_cap"`
+	MaxTotalUSD  *keybrake.Micros `json:"max_total_usd_cap,omitempty"`
+	Vendors      []string         `json:"vendors"`
+	Endpoints    []string         `json:"endpoints"`
+	MaxExpiresIn string           `json:"max_expires_in"`
+	CreatedAt    time.Time        `json:"created_at"`
+	RevokedAt    *time.Time       `json:"revoked_at,omitempty"`
+}
+
+func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
+	out := TokenJSON{ID: t.ID, Name: t.Name, Status: "active", MaxDailyUSD: t.MaxDailyCap, Vendors: t.Vendors,
+		Endpoints: t.Endpoints.Strings(), MaxExpiresIn: t.MaxExpiresIn.String(), CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+	if t.MaxTotalCap > 0 {
+		out.MaxTotalUSD = &t.MaxTotalCap
+	}
+	if t.RevokedAt != nil {
+		out.Status = "revoked"
+	}
+	return out
+}
+
+func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if e := decodeJSON(r, w, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	t := &keybrake.IssuerToken{Name: strings.TrimSpace(req.Name)}
+	if t.Name == "" || len(t.Name) > 100 || !printable(t.Name) {
+		writeError(w, keybrake.FieldError("name", "name is required: 1 to 100 printable characters, e.g. \"sfn-billing\""))
+		return
+	}
+	var e *keybrake.Error
+	if t.MaxDailyCap, e = money("max_daily_usd_cap", req.MaxDailyUSD, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	if t.MaxTotalCap, e = money("max_total_usd_cap", req.MaxTotalUSD, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	if len(req.Vendors) == 0 {
+		writeError(w, keybrake.FieldError("vendors", "vendors is required, e.g. [\"stripe\"]"))
+		return
+	}
+	var vendors []VendorInfo
+	for _, name := range req.Vendors {
+		v, ok := a.vendors[name]
+		if !ok {
+			writeError(w, keybrake.FieldError("vendors", "unknown vendor %q; this Keybrake serves %s", name, a.vendorList()))
+			return
+		}
+		vendors = append(vendors, v)
+		t.Vendors = append(t.Vendors, name)
+	}
+	rules, err := keybrake.ParseRules(req.Endpoints)
+	if err != nil {
+		writeError(w, keybrake.FieldError("endpoints", "%v", err))
+		return
+	}
+	for _, rule := range rules {
+		owned := false
+		for _, v := range vendors {
+			owned = owned || v.Owns("/"+strings.Join(rule.Segments, "/"))
+		}
+		if !owned {
+			writeError(w, keybrake.FieldError("endpoints", "%q is not an API path of %v", rule.String(), t.Vendors))
+			return
+		}
+	}
+	t.Endpoints = rules
+	if t.MaxExpiresIn, e = a.duration("max_expires_in", req.MaxExpiresIn); e != nil {
+		writeError(w, e)
+		return
+	}
+	secret := keybrake.NewIssuerToken()
+	t.ID = keybrake.NewID("tok_")
+	created, err := a.cfg.Store.CreateToken(r.Context(), t, keybrake.HashSecret(secret))
+	if err != nil {
+		a.storeError(w, "token", err)
+		return
+	}
+	out := tokenJSON(created)
+	out.Token = secret
+	a.log.Info("issuer token created", "token_id", created.ID, "name", created.Name, "max_daily_usd_cap", created.MaxDailyCap.String())
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
+	tokens, err := a.cfg.Store.ListTokens(r.Context())
+	if err != nil {
+		a.storeError(w, "tokens", err)
+		return
+	}
+	page := Page[TokenJSON]{Data: make([]TokenJSON, 0, len(tokens))}
+	for _, t := range tokens {
+		page.Data = append(page.Data, tokenJSON(t))
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("token_id")
+	t, err := a.cfg.Store.RevokeToken(r.Context(), id)
+	if err != nil {
+		a.storeError(w, "token "+strconv.Quote(id), err)
+		return
+	}
+	a.log.Info("issuer token revoked", "token_id", t.ID, "name", t.Name)
+	writeJSON(w, http.StatusOK, tokenJSON(t))
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keybrake/keybrake/client"
+)
+
+func tokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, list and revoke scoped issuer tokens (for IssueVaultKey Lambdas and workers)",
+		Long: `An issuer token can only issue keys within its ceilings (daily cap, vendors,
+endpoints, lifetime), and read and revoke the keys it issued. It cannot read the
+audit log, other tokens' keys, or create tokens. Give one to each Lambda or
+worker that issues vault keys, instead of the admin token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(tokenCreateCmd(g), tokenListCmd(g), tokenRevokeCmd(g))
+	return cmd
+}
+
+func tokenCreateCmd(g *globals) *cobra.Command {
+	var p client.TokenParams
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create an issuer token (its secret is printed once)",
+		Example: `  keybrake token create --name sfn-billing --max-daily-usd-cap 500 --vendors stripe \
+    --endpoints "POST /v1/payment_intents" --max-expires-in 6h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.CreateToken(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(t)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(w, "token_id\t%s\n", t.ID)
+			fmt.Fprintf(w, "token\t%s\t(shown once: store it in Secrets Manager or SSM now)\n", t.Token)
+			fmt.Fprintf(w, "name\t%s\n", t.Name)
+			fmt.Fprintf(w, "max_daily_usd_cap\t$%s\n", t.MaxDailyUSD)
+			fmt.Fprintf(w, "vendors\t%s\n", strings.Join(t.Vendors, ", "))
+			fmt.Fprintf(w, "endpoints\t%s\n", strings.Join(t.Endpoints, ", "))
+			fmt.Fprintf(w, "max_expires_in\t%s\n", t.MaxExpiresIn)
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&p.Name, "name", "", "a name for the token, e.g. sfn-billing (required)")
+	fl.StringVar(&p.MaxDailyUSD, "max-daily-usd-cap", "", "largest daily_usd_cap a key may have (required)")
+	fl.StringVar(&p.MaxTotalUSD, "max-total-usd-cap", "", "if set, keys must have a total_usd_cap at most this")
+	fl.StringSliceVar(&p.Vendors, "vendors", nil, "vendors keys may be for, comma-separated (required)")
+	fl.StringArrayVar(&p.Endpoints, "endpoints", nil, `endpoints keys may allow, "METHOD /path"; repeatable (required)`)
+	fl.StringVar(&p.MaxExpiresIn, "max-expires-in", "6h", "longest expires_in a key may have")
+	return cmd
+}
+
+func tokenListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List issuer tokens",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			page, err := c.ListTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(page.Data)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "TOKEN_ID\tNAME\tSTATUS\tMAX/DAY\tVENDORS\tENDPOINTS\tMAX EXPIRES\tCREATED")
+			for _, t := range page.Data {
+				fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.MaxDailyUSD,
+					strings.Join(t.Vendors, ","), strings.Join(t.Endpoints, ", "), t.MaxExpiresIn, t.CreatedAt.Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func tokenRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke TOKEN_ID",
+		Short: "Revoke an issuer token (keys it issued keep working until they expire)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.RevokeToken(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(t)
+			}
+			fmt.Fprintf(g.stdout, "%s (%s) revoked at %s\n", t.ID, t.Name, t.RevokedAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+}

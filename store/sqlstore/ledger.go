@@ -309,14 +309,23 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 			keyID, day, outcome, idemKey string
 			estimated, actual            int64
 		)
-		// Lock the call row (LockKey): two settlements of one call, or a
-		// settlement racing a recovery sweep on another replica, must not
-		// both see it pending and both move the money.
-		err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
-			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
+		// Lock the key row, then the call row (LockKey): two settlements of
+		// one call, or a settlement racing a recovery sweep on another
+		// replica, must not both see it pending and both move the money.
+		// Every transaction locks a key before its calls (Decide, its
+		// retry take-over, RecoverPending), so they cannot deadlock.
+		err := tx.QueryRowContext(ctx, `SELECT key_id FROM calls WHERE id = $1`, st.CallID).Scan(&keyID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("settle call %d: %w", st.CallID, keybrake.ErrNotFound)
 		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT id FROM keys WHERE id = $1`+s.dialect.LockKey, keyID); err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
+			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
 		if err != nil {
 			return err
 		}
@@ -403,17 +412,42 @@ func (s *Store) RecoverPending(ctx context.Context, instance string, olderThan t
 	n := 0
 	err := s.tx(ctx, "recover pending", func(tx *sql.Tx, now time.Time) error {
 		n = 0
-		query := `SELECT id, key_id, day, estimated, idempotency_key FROM calls WHERE outcome = $1 AND at <= $2`
+		filter := ` FROM calls WHERE outcome = $1 AND at <= $2`
 		args := []any{string(keybrake.OutcomePending), micros(now.Add(-olderThan))}
 		if instance != "" {
-			query += ` AND instance = $3`
+			filter += ` AND instance = $3`
 			args = append(args, instance)
 		}
-		// Lock the pending rows, in id order, before touching any key row:
-		// a concurrent Settle skips or waits instead of double-counting, and
-		// two replicas' sweeps cannot deadlock.
-		query += ` ORDER BY id` + s.dialect.LockKey
-		rows, err := tx.QueryContext(ctx, query, args...)
+		// Lock order is keys, then calls, as in Decide and Settle: first the
+		// keys of the stale calls (sorted, so two replicas' sweeps cannot
+		// deadlock), then the calls themselves. A concurrent Settle waits,
+		// then finds the call no longer pending and corrects the spend.
+		keyRows, err := tx.QueryContext(ctx, `SELECT DISTINCT key_id`+filter+` ORDER BY key_id`, args...)
+		if err != nil {
+			return err
+		}
+		var keyIDs []string
+		for keyRows.Next() {
+			var id string
+			if err := keyRows.Scan(&id); err != nil {
+				keyRows.Close()
+				return err
+			}
+			keyIDs = append(keyIDs, id)
+		}
+		keyRows.Close()
+		if err := keyRows.Err(); err != nil {
+			return err
+		}
+		if len(keyIDs) == 0 {
+			return nil
+		}
+		for _, id := range keyIDs {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM keys WHERE id = $1`+s.dialect.LockKey, id); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, key_id, day, estimated, idempotency_key`+filter+` ORDER BY id`+s.dialect.LockKey, args...)
 		if err != nil {
 			return err
 		}

@@ -129,6 +129,9 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 			return nil, unpriceable("%s is given more than once", ep.currencyField)
 		} else if len(vals) == 1 {
 			d.currency = strings.ToLower(vals[0])
+			if len(d.currency) != 3 || strings.Trim(d.currency, "abcdefghijklmnopqrstuvwxyz") != "" {
+				return nil, unpriceable("%s must be a three-letter ISO currency code, got %q", ep.currencyField, vals[0])
+			}
 		} else if ep.currencyNeeded {
 			return nil, unpriceable("currency is required to price %s", ep.rule)
 		}

@@ -209,49 +209,12 @@ func (h *Handlers) RevokeVaultKey(ctx context.Context, in RevokeInput) (*RevokeO
 	if in.KeyID == "" && in.AgentRunLabel == "" {
 		return nil, &InvalidInput{Field: "key_id", Message: `pass "key_id.$": "$.vault.key_id" and/or "agent_run_label.$": "$$.Execution.Id"`}
 	}
-	out := &RevokeOutput{Revoked: []client.Revocation{}}
-	seen := map[string]bool{}
-	revoke := func(id string) error {
-		if seen[id] {
-			return nil
-		}
-		seen[id] = true
-		return h.admin(ctx, func(c *client.Client) error {
-			r, err := c.RevokeKey(ctx, id)
-			if err == nil {
-				out.Revoked = append(out.Revoked, *r)
-			}
-			return err
-		})
+	a := issuer.Admin{URL: h.cfg.AdminURL, Token: h.cfg.Token, HTTP: h.HTTP}
+	revoked, err := a.RevokeRun(ctx, in.KeyID, in.AgentRunLabel)
+	if err != nil {
+		return nil, adminError(err)
 	}
-	if in.KeyID != "" {
-		if err := revoke(in.KeyID); err != nil {
-			return nil, err
-		}
-	}
-	if in.AgentRunLabel != "" {
-		cursor := ""
-		for {
-			var page *client.Page[client.Key]
-			err := h.admin(ctx, func(c *client.Client) (err error) {
-				page, err = c.ListKeys(ctx, client.ListKeysParams{AgentRunLabel: in.AgentRunLabel, Status: "active", Limit: 100, Cursor: cursor})
-				return err
-			})
-			if err != nil {
-				return nil, err
-			}
-			for _, k := range page.Data {
-				if err := revoke(k.ID); err != nil {
-					return nil, err
-				}
-			}
-			if !page.HasMore || page.NextCursor == "" {
-				break
-			}
-			cursor = page.NextCursor
-		}
-	}
-	return out, nil
+	return &RevokeOutput{Revoked: revoked}, nil
 }
 
 // admin runs one admin API call with the issuer token (refreshed once

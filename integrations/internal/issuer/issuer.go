@@ -186,3 +186,52 @@ func (a *Admin) Do(ctx context.Context, f func(*client.Client) error) error {
 	}
 	return err
 }
+
+// RevokeRun revokes keyID (if set) and every active key labelled label (if
+// set): a run's key, plus any key whose issue was retried after its answer
+// was lost. Revoking a revoked key is harmless, so a retried cleanup is too.
+func (a *Admin) RevokeRun(ctx context.Context, keyID, label string) ([]client.Revocation, error) {
+	out := []client.Revocation{}
+	seen := map[string]bool{}
+	revoke := func(id string) error {
+		if seen[id] {
+			return nil
+		}
+		seen[id] = true
+		return a.Do(ctx, func(c *client.Client) error {
+			r, err := c.RevokeKey(ctx, id)
+			if err == nil {
+				out = append(out, *r)
+			}
+			return err
+		})
+	}
+	if keyID != "" {
+		if err := revoke(keyID); err != nil {
+			return out, err
+		}
+	}
+	if label == "" {
+		return out, nil
+	}
+	cursor := ""
+	for {
+		var page *client.Page[client.Key]
+		err := a.Do(ctx, func(c *client.Client) (err error) {
+			page, err = c.ListKeys(ctx, client.ListKeysParams{AgentRunLabel: label, Status: "active", Limit: 100, Cursor: cursor})
+			return err
+		})
+		if err != nil {
+			return out, err
+		}
+		for _, k := range page.Data {
+			if err := revoke(k.ID); err != nil {
+				return out, err
+			}
+		}
+		if !page.HasMore || page.NextCursor == "" {
+			return out, nil
+		}
+		cursor = page.NextCursor
+	}
+}

@@ -321,6 +321,53 @@ func TestIssuerTokenFromExtension(t *testing.T) {
 	}
 }
 
+// TestScopedIssuerToken: with a token limited to $500 keys, issue-vault-key
+// gets its refusals as KeybrakeRefused (issuer_limit_exceeded, not
+// retried), and revoke-vault-key by label revokes only the token's own keys.
+func TestScopedIssuerToken(t *testing.T) {
+	kb := kbtest.Start(t)
+	tok, err := kb.Admin.CreateToken(context.Background(), client.TokenParams{
+		Name: "sfn-billing", MaxDailyUSD: "500", Vendors: []string{"stripe"},
+		Endpoints: []string{"POST /v1/payment_intents"}, MaxExpiresIn: "6h",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stepfunctions.New(stepfunctions.Config{URL: kb.URL, AdminURL: "http://" + kb.Server.AdminAddr(), Token: stepfunctions.StaticToken(tok.Token)})
+	label := "arn:aws:states:us-east-1:123456789:execution:agent-billing:scoped"
+	in := stepfunctions.IssueInput{Vendor: "stripe", DailyUSDCap: "500", AllowedEndpoints: []string{"POST /v1/payment_intents"}, ExpiresIn: "2h", AgentRunLabel: label}
+	own, err := h.IssueVaultKey(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, over := range []func(*stepfunctions.IssueInput){
+		func(in *stepfunctions.IssueInput) { in.DailyUSDCap = "500.01" },
+		func(in *stepfunctions.IssueInput) { in.ExpiresIn = "7h" },
+		func(in *stepfunctions.IssueInput) { in.AllowedEndpoints = []string{"POST /v1/refunds"} },
+	} {
+		bad := in
+		over(&bad)
+		_, err := h.IssueVaultKey(context.Background(), bad)
+		var refused *stepfunctions.KeybrakeRefused
+		if !errors.As(err, &refused) || refused.Code != string(keybrake.CodeIssuerLimitExceeded) {
+			t.Errorf("%+v: %v, want KeybrakeRefused issuer_limit_exceeded", bad, err)
+		}
+	}
+	// A key of the same label issued by someone else (the admin) is not
+	// this token's to revoke.
+	foreign := kb.Issue(t, client.IssueParams{AgentRunLabel: label})
+	out, err := h.RevokeVaultKey(context.Background(), stepfunctions.RevokeInput{KeyID: own.ID, AgentRunLabel: label})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Revoked) != 1 || out.Revoked[0].ID != own.ID {
+		t.Errorf("revoked %+v, want only the token's own key %s", out.Revoked, own.ID)
+	}
+	if k, _ := kb.Admin.GetKey(context.Background(), foreign.ID); k.Status != keybrake.StatusActive {
+		t.Errorf("the admin's key is %s", k.Status)
+	}
+}
+
 func TestDecimalAndDuration(t *testing.T) {
 	var in stepfunctions.IssueInput
 	for raw, want := range map[string]string{`500`: "500", `49.99`: "49.99", `"49.99"`: "49.99", `0.000001`: "0.000001", `12345678901234567890.5`: "12345678901234567890.5"} {

@@ -109,9 +109,17 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	))
 	s.admin = client.New(s.kb.AdminURL(), kbtest.AdminToken)
 
+	// The issue and revoke functions hold a scoped issuer token, as the
+	// README recommends, not the admin token.
+	tok, err := s.admin.CreateToken(context.Background(), client.TokenParams{
+		Name: "sfn-billing", MaxDailyUSD: "10000", Vendors: []string{"stripe"},
+		Endpoints: []string{"POST /v1/payment_intents"}, MaxExpiresIn: "6h",
+	})
+	if err != nil {
+		t.Fatalf("creating the issuer token: %v", err)
+	}
 	env := []string{"KEYBRAKE_URL=" + s.kb.URL(), "KEYBRAKE_ADMIN_URL=" + s.kb.AdminURL()}
-	// Tests use the admin token as the issuer token.
-	adminEnv := append(append([]string{}, env...), "KEYBRAKE_ISSUER_TOKEN="+kbtest.AdminToken)
+	adminEnv := append(append([]string{}, env...), "KEYBRAKE_ISSUER_TOKEN="+tok.Token)
 	if o.chargeInstances == 0 {
 		o.chargeInstances = 2
 	}

@@ -137,7 +137,7 @@ func (v *Vendor) priceMessage(form url.Values) (keybrake.Micros, error) {
 	if err != nil {
 		return 0, err
 	}
-	body, hasBody, err := one(form, "Body")
+	body, _, err := one(form, "Body")
 	if err != nil {
 		return 0, err
 	}
@@ -147,7 +147,9 @@ func (v *Vendor) priceMessage(form url.Values) (keybrake.Micros, error) {
 	} else if strings.EqualFold(s, "true") {
 		mms = true
 	}
-	if !hasBody && !mms && len(form["ContentSid"]) > 0 {
+	if len(form["ContentSid"]) > 0 {
+		// The template, not Body, is what Twilio sends: its length (and so
+		// its segments) is unknown here.
 		return 0, unpriceable("messages sent from a ContentSid template cannot be priced before sending (their length is unknown); send Body instead")
 	}
 	if mms {

@@ -189,6 +189,7 @@ func TestPrepareRefusals(t *testing.T) {
 		{"unpriced country", request("POST", msgPath, form("To", "+4915112345678", "Body", "hi")), "twilio.sms.countries.DE"},
 		{"unpriced mms country", request("POST", msgPath, form("To", "+4915112345678", "MediaUrl", "https://x/y.png")), "twilio.mms"},
 		{"content template", request("POST", msgPath, form("To", "+15551234567", "ContentSid", "HX123")), "ContentSid"},
+		{"content template with body", request("POST", msgPath, form("To", "+15551234567", "Body", "hi", "ContentSid", "HX123")), "ContentSid"},
 		{"bad utf8", request("POST", msgPath, []byte("To=%2B15551234567&Body=%FF")), "UTF-8"},
 		{"bad form", request("POST", msgPath, []byte("To=%zz")), "cannot be parsed"},
 		{"json", &keybrake.VendorRequest{Method: "POST", Path: msgPath, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"To":"+15551234567"}`)}, "form-encoded"},

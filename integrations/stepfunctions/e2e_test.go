@@ -39,33 +39,43 @@ func executionARN(name string) string {
 	return "arn:aws:states:us-east-1:123456789:execution:agent-billing:" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 }
 
-// billingOutput is the execution's final state data.
+// billingOutput is the execution's final state data. The Map's results
+// are not in it (ResultPath null keeps the state small): each item's
+// result is read from the execution's event log.
 type billingOutput struct {
 	Vault struct {
 		KeyID    string `json:"key_id"`
 		VaultKey string `json:"vault_key"`
 	} `json:"vault"`
-	Charges []struct {
-		ItemIndex     *int   `json:"item_index"`
-		PaymentIntent string `json:"payment_intent"`
-		Customer      string `json:"customer"`
-		Amount        int64  `json:"amount"`
-		Replayed      bool   `json:"replayed"`
-		Error         string `json:"Error"`
-	} `json:"charges"`
 	Revocation struct {
 		Revoked []client.Revocation `json:"revoked"`
 	} `json:"revocation"`
 }
 
-// outcome splits the Map's results into charged and capped item indexes.
-func (o *billingOutput) outcome(t *testing.T) (charged, capped map[int]bool) {
+// itemResult is one Map iteration's result: ChargeOne's charge, or the
+// error CapHitEnd received from the Catch.
+type itemResult struct {
+	ItemIndex     *int   `json:"item_index"`
+	PaymentIntent string `json:"payment_intent"`
+	Customer      string `json:"customer"`
+	Amount        int64  `json:"amount"`
+	Replayed      bool   `json:"replayed"`
+	Error         string `json:"Error"`
+}
+
+// outcome splits the Map's items into charged and capped item indexes.
+func outcome(t *testing.T, r *report) (results []itemResult, charged, capped map[int]bool) {
 	t.Helper()
 	charged, capped = map[int]bool{}, map[int]bool{}
-	if len(o.Charges) != nCustomers {
-		t.Fatalf("the Map returned %d results, want %d", len(o.Charges), nCustomers)
+	if len(r.Items) != nCustomers {
+		t.Fatalf("the Map ran %d items, want %d", len(r.Items), nCustomers)
 	}
-	for i, c := range o.Charges {
+	results = make([]itemResult, nCustomers)
+	for i := range results {
+		c := &results[i]
+		if err := json.Unmarshal(r.Items[strconv.Itoa(i)].Output, c); err != nil {
+			t.Fatalf("item %d: output %s: %v", i, r.Items[strconv.Itoa(i)].Output, err)
+		}
 		switch {
 		case c.PaymentIntent != "":
 			if c.ItemIndex == nil || *c.ItemIndex != i || c.Customer != customerID(i) || c.Amount != amountCents {
@@ -78,7 +88,7 @@ func (o *billingOutput) outcome(t *testing.T) (charged, capped map[int]bool) {
 			t.Fatalf("item %d: neither charged nor capped: %+v", i, c)
 		}
 	}
-	return charged, capped
+	return results, charged, capped
 }
 
 // TestBillingExecution runs the seed's workflow (with the revoke states) on
@@ -106,7 +116,12 @@ func TestBillingExecution(t *testing.T) {
 	if err := json.Unmarshal(r.Output, &out); err != nil {
 		t.Fatal(err)
 	}
-	charged, capped := out.outcome(t)
+	// Step Functions refuses state data over 256 KiB: the definition must
+	// stay deployable for this run's size.
+	if len(r.Output) > 256<<10 {
+		t.Errorf("the execution's output is %d bytes, over Step Functions' 256 KiB limit", len(r.Output))
+	}
+	_, charged, capped := outcome(t, r)
 	if len(charged) != nCovered || len(capped) != nCustomers-nCovered {
 		t.Fatalf("charged %d and capped %d items, want %d and %d", len(charged), len(capped), nCovered, nCustomers-nCovered)
 	}
@@ -226,7 +241,7 @@ func TestBillingExecutionRetriesTransientFailures(t *testing.T) {
 	if err := json.Unmarshal(r.Output, &out); err != nil {
 		t.Fatal(err)
 	}
-	charged, capped := out.outcome(t)
+	results, charged, capped := outcome(t, r)
 	if len(charged) != nCovered || len(capped) != nCustomers-nCovered {
 		t.Fatalf("charged %d and capped %d items, want %d and %d", len(charged), len(capped), nCovered, nCustomers-nCovered)
 	}
@@ -257,6 +272,16 @@ func TestBillingExecutionRetriesTransientFailures(t *testing.T) {
 	// Nobody charged twice: 400 PaymentIntents for 400 distinct customers,
 	// though Stripe saw a second request for every faulted one.
 	assertStripeCharged(t, s.stripe, arn, charged, capped)
+	// The retried items got the PaymentIntent their first attempt created.
+	piOf := map[string]string{}
+	for _, pi := range s.stripe.Intents() {
+		piOf[pi.Customer] = pi.ID
+	}
+	for i := range charged {
+		if results[i].PaymentIntent != piOf[customerID(i)] {
+			t.Errorf("item %d reports %s, Stripe created %s", i, results[i].PaymentIntent, piOf[customerID(i)])
+		}
+	}
 	if n, want := s.stripe.Requests(), nCovered+nFaulted; n != want {
 		t.Errorf("Stripe received %d requests, want %d (%d charges + %d retried)", n, want, nCovered, nFaulted)
 	}

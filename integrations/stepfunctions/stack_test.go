@@ -164,8 +164,9 @@ type report struct {
 	Cause  string          `json:"cause"`
 	States []string        `json:"states"`
 	Items  map[string]struct {
-		States  []string `json:"states"`
-		Retries int      `json:"retries"`
+		States  []string        `json:"states"`
+		Output  json.RawMessage `json:"output"`
+		Retries int             `json:"retries"`
 		Caught  []string `json:"caught"`
 		Errors  []string `json:"errors"`
 	} `json:"items"`

@@ -19,7 +19,11 @@
 //
 // Report: {status: "SUCCEEDED"|"FAILED", output, error, cause,
 //          states: [top-level state names entered, in order],
-//          items: {index: {states: [...], retries: n, caught: [...], errors: [...]}}}
+//          items: {index: {states: [...], output, retries: n, caught: [...], errors: [...]}}}
+//
+// The per-item outputs come from the event log: the definitions discard the
+// Map's result array (ResultPath null) to keep the execution's state data
+// under Step Functions' 256 KiB limit; Keybrake's audit log is the record.
 
 // aws-local-stepfunctions 3.x calls Promise.withResolvers (Node >= 22).
 if (typeof Promise.withResolvers !== 'function') {
@@ -80,6 +84,10 @@ const logs = (async () => {
       case 'StateEntered':
         if (inMap) item(ev.index).states.push(ev.state.name);
         else states.push(ev.state.name);
+        break;
+      case 'StateExited':
+        // An iteration's result is the output of its last state.
+        if (inMap) item(ev.index).output = ev.state.output;
         break;
       case 'StateRetried':
         if (inMap) item(ev.index).retries++;

@@ -167,8 +167,8 @@ type report struct {
 		States  []string        `json:"states"`
 		Output  json.RawMessage `json:"output"`
 		Retries int             `json:"retries"`
-		Caught  []string `json:"caught"`
-		Errors  []string `json:"errors"`
+		Caught  []string        `json:"caught"`
+		Errors  []string        `json:"errors"`
 	} `json:"items"`
 }
 

@@ -38,6 +38,13 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_ADMIN_TOKEN        admin API bearer token (required)
   KEYBRAKE_STRIPE_SECRET_KEY  the real Stripe secret key
   KEYBRAKE_STRIPE_BASE_URL    Stripe's API base URL (default https://api.stripe.com)
+  KEYBRAKE_TWILIO_ACCOUNT_SID Twilio account SID (AC…)
+  KEYBRAKE_TWILIO_AUTH_TOKEN  Twilio auth token
+  KEYBRAKE_TWILIO_BASE_URL    Twilio's API base URL (default https://api.twilio.com)
+  KEYBRAKE_RESEND_API_KEY     the real Resend API key
+  KEYBRAKE_RESEND_BASE_URL    Resend's API base URL (default https://api.resend.com)
+
+Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).

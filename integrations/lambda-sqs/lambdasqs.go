@@ -31,7 +31,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/internal/issuer"
+	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
 )
 

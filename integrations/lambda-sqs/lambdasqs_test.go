@@ -18,7 +18,7 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/internal/issuer"
+	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/lambdalocal"
 	lambdasqs "github.com/keybrake/keybrake/integrations/lambda-sqs"
 	"github.com/keybrake/keybrake/internal/kbtest"

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/keybrake/keybrake/integrations/internal/issuer"
+	"github.com/keybrake/keybrake/integrations/issuer"
 )
 
 // Config is what the handlers read from their Lambda environment.

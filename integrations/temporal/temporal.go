@@ -36,7 +36,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/internal/issuer"
+	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
 )
 

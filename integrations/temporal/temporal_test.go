@@ -18,7 +18,7 @@ import (
 
 	"github.com/keybrake/keybrake"
 	kbclient "github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/internal/issuer"
+	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/temporal"
 	"github.com/keybrake/keybrake/internal/kbtest"
 	"github.com/keybrake/keybrake/internal/sandbox"

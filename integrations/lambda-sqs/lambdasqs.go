@@ -31,8 +31,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
+	"github.com/keybrake/keybrake/integrations/issuer"
 )
 
 // Error types (see package kbcall): a message that failed with one of them

@@ -18,8 +18,8 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/lambdalocal"
+	"github.com/keybrake/keybrake/integrations/issuer"
 	lambdasqs "github.com/keybrake/keybrake/integrations/lambda-sqs"
 	"github.com/keybrake/keybrake/internal/kbtest"
 	"github.com/keybrake/keybrake/internal/sandbox"

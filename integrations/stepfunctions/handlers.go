@@ -25,8 +25,8 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
+	"github.com/keybrake/keybrake/integrations/issuer"
 )
 
 // Error types, re-exported so the handlers' contract reads in one place.

@@ -36,8 +36,8 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/keybrake/keybrake/client"
-	"github.com/keybrake/keybrake/integrations/issuer"
 	"github.com/keybrake/keybrake/integrations/internal/kbcall"
+	"github.com/keybrake/keybrake/integrations/issuer"
 )
 
 // Customer is one charge: {id, amount_cents, currency}.

@@ -76,6 +76,9 @@ type Settlement struct {
 	// ReleaseIdempotency: the vendor refused without acting (409, 429), so
 	// the Idempotency-Key is freed for a fresh attempt.
 	ReleaseIdempotency bool
+	// ReconcileDue: a 2xx settled at the estimate because the answer did
+	// not state the cost yet; the vendor's Reconciler may reprice it later.
+	ReconcileDue bool
 }
 
 // StoredResponse is a vendor answer kept for idempotent replays: status,

@@ -1,6 +1,7 @@
 package keybrake
 
 import (
+	"context"
 	"net/http"
 )
 
@@ -39,6 +40,16 @@ type Vendor interface {
 	// Configured reports whether the real credential is set; a vendor
 	// without one refuses every call (vendor_not_configured).
 	Configured() bool
+}
+
+// Reconciler is implemented by vendors that state a call's final cost only
+// later (Twilio fills in a message's price minutes after creation). The
+// optional reconciler asks for it and reprices calls settled at their
+// estimate.
+type Reconciler interface {
+	// FinalCost looks up the final cost of the object a call created.
+	// known is false while the vendor has not priced it yet.
+	FinalCost(ctx context.Context, hc *http.Client, objectID string) (cost Micros, known bool, err error)
 }
 
 // VendorRequest is the part of a client request a vendor prices.

@@ -133,6 +133,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			Status: res.StatusCode, Header: res.Header, Body: buf, Truncated: truncated || readErr != nil})
 		if !ok && c.prepared.Priced {
 			actual = c.prepared.Estimate // unreadable answer: the estimate stands
+			_, st.ReconcileDue = c.vendor.(keybrake.Reconciler)
 		}
 		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
 	case res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusTooManyRequests:

@@ -41,6 +41,10 @@ type Config struct {
 	MaxExpiresIn    time.Duration
 	UpstreamTimeout time.Duration
 	IdempotencyTTL  time.Duration
+	// ReconcileInterval, when set, runs the reconciler: calls settled at
+	// their estimate because the vendor states the cost only later (Twilio
+	// messages) are repriced from the vendor's final figure. Off by default.
+	ReconcileInterval time.Duration
 
 	Logger *slog.Logger
 	// Transport overrides the connection pool to the vendors (tests).
@@ -57,6 +61,8 @@ type Server struct {
 	admin    *admin.API
 	log      *slog.Logger
 	instance string
+
+	vendors []keybrake.Vendor
 
 	servers []*http.Server
 	addrs   []string
@@ -115,6 +121,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.vendors = vendors
 
 	s.proxy, err = proxy.New(proxy.Config{
 		Ledger: st, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
@@ -224,6 +231,10 @@ func (s *Server) Start() error {
 	s.stopBG = cancel
 	s.bg.Add(1)
 	go s.sweep(ctx)
+	if s.cfg.ReconcileInterval > 0 {
+		s.bg.Add(1)
+		go s.reconcile(ctx)
+	}
 	return nil
 }
 

@@ -27,6 +27,8 @@ type Store interface {
 	Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error)
 	RecoverPending(ctx context.Context, instance string, olderThan time.Duration) (int, error)
 	SweepIdempotency(ctx context.Context) (int64, error)
+	DueForReconcile(ctx context.Context, vendor string, minAge time.Duration, limit int) ([]*keybrake.Call, error)
+	Reconcile(ctx context.Context, callID int64, cost keybrake.Micros, final bool, maxAttempts int) error
 
 	CreateToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string) (*keybrake.IssuerToken, error)
 	TokenByHash(ctx context.Context, secretHash string) (*keybrake.IssuerToken, error)

@@ -23,6 +23,7 @@ type serveFlags struct {
 	upstreamTimeout     time.Duration
 	idempotencyTTL      time.Duration
 	shutdownTimeout     time.Duration
+	reconcileInterval   time.Duration
 	vendors             vendorFlags
 	logLevel            string
 }
@@ -62,6 +63,7 @@ and exits 0.`,
 	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
 	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
 	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
+	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
@@ -79,15 +81,16 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	cfg := server.Config{
-		Addr:            f.addr,
-		AdminAddr:       f.adminAddr,
-		DB:              f.db,
-		AdminToken:      os.Getenv("KEYBRAKE_ADMIN_TOKEN"),
-		Vendors:         vendors,
-		MaxExpiresIn:    f.maxExpiresIn,
-		UpstreamTimeout: f.upstreamTimeout,
-		IdempotencyTTL:  f.idempotencyTTL,
-		Logger:          logger,
+		Addr:              f.addr,
+		AdminAddr:         f.adminAddr,
+		DB:                f.db,
+		AdminToken:        os.Getenv("KEYBRAKE_ADMIN_TOKEN"),
+		Vendors:           vendors,
+		MaxExpiresIn:      f.maxExpiresIn,
+		UpstreamTimeout:   f.upstreamTimeout,
+		IdempotencyTTL:    f.idempotencyTTL,
+		ReconcileInterval: f.reconcileInterval,
+		Logger:            logger,
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

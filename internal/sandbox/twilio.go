@@ -83,6 +83,19 @@ func (s *Twilio) Messages() []TwilioMessage {
 	return out
 }
 
+// PriceMessages sets the price of every message still unpriced, as Twilio
+// does minutes after creation ("-0.00790").
+func (s *Twilio) PriceMessages(price string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.messages {
+		if m.Price == nil {
+			p := price
+			m.Price = &p
+		}
+	}
+}
+
 // Calls is how many calls were created.
 func (s *Twilio) Calls() int {
 	s.mu.Lock()

@@ -347,10 +347,14 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 		} else {
 			dSpent = final - keybrake.Micros(actual)
 		}
+		reconcile := ""
+		if st.ReconcileDue && st.Outcome == keybrake.OutcomeForwarded && st.Status >= 200 && st.Status < 300 && st.ObjectID != "" {
+			reconcile = reconcileDue
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3, object_id = $4,
-			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8 WHERE id = $9`,
+			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8, reconcile_state = $9 WHERE id = $10`,
 			string(st.Outcome), st.Status, int64(final), st.ObjectID, st.VendorRequestID, string(st.Code),
-			st.Latency.Milliseconds(), micros(now), st.CallID); err != nil {
+			st.Latency.Milliseconds(), micros(now), reconcile, st.CallID); err != nil {
 			return err
 		}
 		if err := s.adjust(ctx, tx, keyID, day, dSpent, dReserved, 0); err != nil {

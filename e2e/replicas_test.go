@@ -42,7 +42,7 @@ type replicaSet struct {
 // startReplicas starts n replicas on a fresh schema. Their connections go
 // through a forwarder the test can cut; the schema's clock_timestamp() is
 // the database's clock plus a skew the test can shift (zero at start).
-func startReplicas(t *testing.T, n int) *replicaSet {
+func startReplicas(t testing.TB, n int) *replicaSet {
 	t.Helper()
 	base := kbtest.PostgresURL(t)
 	url, schema := pgtest.Schema(t, base)
@@ -93,16 +93,16 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 
 // serveReplica runs kbtest.Serve, whose t.Fatal from a non-test goroutine
 // would be lost: failures are reported through t.Errorf instead.
-func serveReplica(t *testing.T, env []string) *kbtest.Proc {
-	return kbtest.Serve(&goroutineTB{T: t}, env)
+func serveReplica(t testing.TB, env []string) *kbtest.Proc {
+	return kbtest.Serve(&goroutineTB{TB: t}, env)
 }
 
 // goroutineTB turns Fatal into Error+panic, which startReplicas recovers.
-type goroutineTB struct{ *testing.T }
+type goroutineTB struct{ testing.TB }
 
-func (g *goroutineTB) Fatal(args ...any) { g.T.Error(args...); panic(fmt.Sprint(args...)) }
+func (g *goroutineTB) Fatal(args ...any) { g.TB.Error(args...); panic(fmt.Sprint(args...)) }
 func (g *goroutineTB) Fatalf(format string, args ...any) {
-	g.T.Errorf(format, args...)
+	g.TB.Errorf(format, args...)
 	panic(fmt.Sprintf(format, args...))
 }
 
@@ -164,7 +164,7 @@ func (rs *replicaSet) mustCharge(t *testing.T, i int, vaultKey string, status in
 	}
 }
 
-func (rs *replicaSet) issue(t *testing.T, p client.IssueParams) *client.Key {
+func (rs *replicaSet) issue(t testing.TB, p client.IssueParams) *client.Key {
 	t.Helper()
 	p.Vendor = "stripe"
 	p.AllowedEndpoints = []string{"POST /v1/payment_intents"}
@@ -178,7 +178,7 @@ func (rs *replicaSet) issue(t *testing.T, p client.IssueParams) *client.Key {
 	return k
 }
 
-func (rs *replicaSet) key(t *testing.T, i int, id string) *client.Key {
+func (rs *replicaSet) key(t testing.TB, i int, id string) *client.Key {
 	t.Helper()
 	k, err := rs.admins[i].GetKey(context.Background(), id)
 	if err != nil {

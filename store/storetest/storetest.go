@@ -1,8 +1,9 @@
 // Package storetest is the one conformance suite every Keybrake store must
 // pass: keys, revoke, expiry, caps (exact under concurrency), reservation
-// and settlement, recovery of pending calls, idempotency records, the audit
-// log and run reports, and the ledger's invariants. Each behaviour is tested
-// here once; store/sqlite and store/postgres run it against their engines.
+// and settlement, recovery of pending calls, idempotency records, later
+// repricing (reconcile), issuer tokens, the audit log and run reports, and
+// the ledger's invariants. Each behaviour is tested here once; store/sqlite
+// and store/postgres run it against their engines.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store { return openFresh(t) })
@@ -62,6 +63,8 @@ func Run(t *testing.T, open Opener) {
 		{"IdempotencyExpiryAndSweep", testIdempotencyExpiry},
 		{"IdempotencyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyScopedToKey", testIdempotencyScoped},
+		{"Reconcile", testReconcile},
+		{"IssuerTokens", testIssuerTokens},
 		{"ListCalls", testListCalls},
 		{"RunSummary", testRunSummary},
 	} {

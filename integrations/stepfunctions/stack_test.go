@@ -228,3 +228,11 @@ func tail(s string, lines int) string {
 	}
 	return s
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}

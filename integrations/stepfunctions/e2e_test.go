@@ -266,6 +266,7 @@ func TestBillingExecutionRetriesTransientFailures(t *testing.T) {
 	if retried != nFaulted {
 		t.Errorf("%d retries for %d injected faults", retried, nFaulted)
 	}
+	t.Logf("%d charges failed after Stripe applied them and were retried", nFaulted)
 	if n := s.lambda.Errors("charge-customer", "KeybrakeTransient"); n != nFaulted {
 		t.Errorf("charge-customer reported KeybrakeTransient %d times, want %d", n, nFaulted)
 	}

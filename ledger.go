@@ -50,6 +50,9 @@ type Decision struct {
 	Requested Micros
 
 	Replay *StoredResponse // set when the answer is a stored response
+	// RetryOf is set when this call took over the reservation of an earlier
+	// attempt with the same Idempotency-Key whose outcome was unknown.
+	RetryOf int64
 
 	Key    *Key // nil for an unknown key
 	Status KeyStatus

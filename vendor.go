@@ -52,6 +52,15 @@ type Reconciler interface {
 	FinalCost(ctx context.Context, hc *http.Client, objectID string) (cost Micros, known bool, err error)
 }
 
+// ReplayDetector is implemented by vendors that mark an answer replayed from
+// their own idempotency cache (Stripe's Idempotent-Replayed: true). Such an
+// answer moved no money: the proxy settles it at zero, unless the call is a
+// retry that took over the reservation of an attempt with an unknown outcome
+// (then the replay proves that attempt's charge, and it stays counted).
+type ReplayDetector interface {
+	VendorReplayed(h http.Header) bool
+}
+
 // VendorRequest is the part of a client request a vendor prices.
 type VendorRequest struct {
 	Method string

@@ -113,6 +113,11 @@ func TestIdempotentReplay(t *testing.T) {
 	if r := env.Do(t, other.VaultKey, "POST", "/stripe/v1/payment_intents", "application/json", `{"amount":100,"currency":"usd"}`, "Idempotency-Key", "exec-1-0"); r.Status != 200 || r.Header.Get("Keybrake-Idempotent-Replayed") != "" || stripe.Requests() != before+1 {
 		t.Fatalf("other key, same Idempotency-Key: %d %v", r.Status, r.Header)
 	}
+	// Stripe replayed the first charge: the other key spent nothing (an SQS
+	// redelivery under a new key, say, is not counted twice).
+	if v := getKey(t, env, other.ID); v.SpentUSD.String() != "0.00" || len(stripe.Intents()) != 1 {
+		t.Fatalf("other key spent %s; charges %d", v.SpentUSD, len(stripe.Intents()))
+	}
 }
 
 func TestIdempotencyInProgress(t *testing.T) {
@@ -254,14 +259,17 @@ func TestIdempotencyTTL(t *testing.T) {
 	if r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd", "Idempotency-Key", "ttl"); r.Status != 200 || r.Header.Get("Keybrake-Idempotent-Replayed") != "" {
 		t.Fatalf("after the TTL: %d %v", r.Status, r.Header)
 	}
-	// Forwarded again: the vendor saw it (the sandbox, like Stripe, answers
-	// from its own idempotency cache), and Keybrake counted it again, since
-	// it can no longer prove the first call was the same charge.
+	// Forwarded again: the vendor saw it, and (like Stripe) answered from its
+	// own idempotency cache with Idempotent-Replayed: true, so no money
+	// moved and nothing more is counted.
 	if n := env.Stripe.Requests(); n != 2 {
 		t.Fatalf("the vendor saw %d requests, want 2", n)
 	}
-	if v := getKey(t, env, k.ID); v.SpentUSD.String() != "2.00" {
-		t.Fatalf("spent %s", v.SpentUSD)
+	if n := len(env.Stripe.Intents()); n != 1 {
+		t.Fatalf("%d charges, want 1", n)
+	}
+	if v := getKey(t, env, k.ID); v.SpentUSD.String() != "1.00" {
+		t.Fatalf("spent %s, want 1.00: a vendor replay moves no money", v.SpentUSD)
 	}
 }
 

@@ -135,6 +135,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			actual = c.prepared.Estimate // unreadable answer: the estimate stands
 			_, st.ReconcileDue = c.vendor.(keybrake.Reconciler)
 		}
+		if rd, isRD := c.vendor.(keybrake.ReplayDetector); isRD && rd.VendorReplayed(res.Header) && c.decision.RetryOf == 0 {
+			// The vendor answered from its own idempotency cache: this call
+			// moved no money (the first one was counted where it was made).
+			actual, st.ReconcileDue = 0, false
+		}
 		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
 	case res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusTooManyRequests:
 		st.ReleaseIdempotency = true // the vendor did not act; a retry may go through

@@ -268,7 +268,7 @@ func (s *Store) takeOver(ctx context.Context, tx *sql.Tx, now time.Time, a *keyb
 		idemInFlight, id, k.ID, a.IdempotencyKey); err != nil {
 		return err
 	}
-	d.CallID, d.Allowed = id, true
+	d.CallID, d.Allowed, d.RetryOf = id, true, oldID
 	d.Usage.Calls++
 	return nil
 }

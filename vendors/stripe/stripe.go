@@ -80,6 +80,10 @@ func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
 
 func (v *Vendor) RequestID(h http.Header) string { return h.Get("Request-Id") }
 
+// VendorReplayed reports an answer Stripe replayed from its idempotency
+// cache (Idempotent-Replayed: true): it moved no money.
+func (v *Vendor) VendorReplayed(h http.Header) bool { return h.Get("Idempotent-Replayed") == "true" }
+
 // stripeError is Stripe's own error object: {"error":{"type","code","message"}}.
 type stripeError struct {
 	Type    string `json:"type"`

@@ -80,7 +80,7 @@ func Open(ctx context.Context, rawURL string, opt Options) (*sqlstore.Store, err
 	if err != nil {
 		return nil, err
 	}
-	db := stdlib.OpenDB(*cfg)
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(boundedPing(min(opt.QueryTimeout, 5*time.Second))))
 	db.SetMaxOpenConns(opt.MaxConns)
 	db.SetMaxIdleConns(opt.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -202,6 +202,28 @@ func (d queryDeadline) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 func (d queryDeadline) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
 	if cancel, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
 		cancel()
+	}
+}
+
+// boundedPing replaces database/sql's liveness ping of a connection that sat
+// idle for over a second, which pgx sends without a deadline (the tracer does
+// not see it): a database host that stopped answering would hold the request
+// there. It pings with a deadline; on failure the connection is closed, and
+// answering true lets stdlib's own ping fail at once and discard it, so
+// database/sql moves on to another connection.
+func boundedPing(limit time.Duration) func(context.Context, stdlib.ShouldPingParams) bool {
+	return func(ctx context.Context, p stdlib.ShouldPingParams) bool {
+		if p.IdleDuration <= time.Second {
+			return false
+		}
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, limit)
+			defer cancel()
+		}
+		// A failed ping leaves the connection closed (pgconn closes it on a
+		// deadline or a network error).
+		return p.Conn.PgConn().Ping(ctx) != nil
 	}
 }
 

@@ -2,7 +2,10 @@ package keybrake
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 )
 
 // Vendor is one upstream API behind the proxy (Stripe, Twilio, Resend). A new
@@ -110,3 +113,32 @@ type ErrorReply struct {
 
 // Status is the HTTP status the reply is sent with.
 func (r *ErrorReply) Status() int { return r.Code.HTTPStatus() }
+
+// ParseBaseURL reads a vendor's upstream base URL (raw, or def when raw is
+// empty): http(s)://host[:port] with an optional path prefix and no query.
+func ParseBaseURL(vendor, raw, def string) (*url.URL, error) {
+	if raw == "" {
+		raw = def
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%s base URL %q: want http(s)://host[:port]", vendor, raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u, nil
+}
+
+// Aim points an outgoing request at base + the vendor path Prepare chose
+// (the client's path when it chose none). Vendors call it from Direct
+// before injecting their credential.
+func Aim(out *http.Request, base *url.URL, p *Prepared) {
+	path := out.URL.Path
+	if p.UpstreamPath != "" {
+		path = p.UpstreamPath
+	}
+	out.URL.Scheme = base.Scheme
+	out.URL.Host = base.Host
+	out.URL.Path = base.Path + path
+	out.URL.RawPath = ""
+	out.Host = base.Host
+}

@@ -122,7 +122,7 @@ func TestRevokeStopsTheNextCall(t *testing.T) {
 	}
 	r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", "application/x-www-form-urlencoded", "amount=100&currency=usd")
 	before := env.Stripe.Requests()
-	expectDenied(t, env, before, r, 401, "key_revoked")
+	expectDenied(t, env.Stripe, before, r, 401, "key_revoked")
 	// Revoking again answers the same.
 	rv2, err := env.Admin.RevokeKey(context.Background(), k.ID)
 	if err != nil || rv2.Status != "revoked" || !rv2.RevokedAt.Equal(rv.RevokedAt) {
@@ -238,7 +238,7 @@ func TestDailyAndTotalCaps(t *testing.T) {
 		}
 	}
 	before := env.Stripe.Requests()
-	if e := expectDenied(t, env, before, charge(), 429, "cap_exhausted"); e.Cap != "daily" {
+	if e := expectDenied(t, env.Stripe, before, charge(), 429, "cap_exhausted"); e.Cap != "daily" {
 		t.Fatalf("cap %q, want daily", e.Cap)
 	}
 	// Move to the same time tomorrow: a new UTC day.
@@ -247,7 +247,7 @@ func TestDailyAndTotalCaps(t *testing.T) {
 		t.Fatalf("next day: %d %s", r.Status, r.Body)
 	}
 	before = env.Stripe.Requests()
-	if e := expectDenied(t, env, before, charge(), 429, "cap_exhausted"); e.Cap != "total" || e.CapUSD != "3.00" {
+	if e := expectDenied(t, env.Stripe, before, charge(), 429, "cap_exhausted"); e.Cap != "total" || e.CapUSD != "3.00" {
 		t.Fatalf("want the total cap: %+v", e)
 	}
 	v := getKey(t, env, k.ID)

@@ -48,7 +48,7 @@ func TestStoreUnavailableFailsClosed(t *testing.T) {
 
 	before := env.Stripe.Requests()
 	r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd")
-	e := expectDenied(t, env, before, r, 503, "store_unavailable")
+	e := expectDenied(t, env.Stripe, before, r, 503, "store_unavailable")
 	if e.Error == nil || e.Error.Type != "api_error" {
 		t.Fatalf("Stripe-shaped 503: %s", r.Body)
 	}

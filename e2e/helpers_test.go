@@ -46,8 +46,8 @@ func decodeErr(t testing.TB, r *kbtest.Response) errBody {
 }
 
 // expectDenied asserts a refusal: status, code, and that the vendor
-// received nothing for it.
-func expectDenied(t testing.TB, env *kbtest.Env, before int, r *kbtest.Response, status int, code string) errBody {
+// received nothing for it (its request count is still before).
+func expectDenied(t testing.TB, vendor interface{ Requests() int }, before int, r *kbtest.Response, status int, code string) errBody {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
@@ -56,7 +56,7 @@ func expectDenied(t testing.TB, env *kbtest.Env, before int, r *kbtest.Response,
 	if e.Code != code {
 		t.Fatalf("code %q, want %q; body %s", e.Code, code, r.Body)
 	}
-	if n := env.Stripe.Requests(); n != before {
+	if n := vendor.Requests(); n != before {
 		t.Fatalf("the vendor received %d request(s) for a denied call", n-before)
 	}
 	return e

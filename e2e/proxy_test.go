@@ -163,7 +163,7 @@ func TestDenials(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			before := env.Stripe.Requests()
 			r := env.Do(t, c.vaultKey, c.method, c.path, c.ctype, c.body, c.header...)
-			e := expectDenied(t, env, before, r, c.status, c.code)
+			e := expectDenied(t, env.Stripe, before, r, c.status, c.code)
 			if e.Error == nil || e.Error.Code != c.code {
 				t.Fatalf("the Stripe route must add Stripe's error object with the code: %s", r.Body)
 			}
@@ -191,7 +191,7 @@ func TestDenials(t *testing.T) {
 	}
 	before := env.Stripe.Requests()
 	r := env.Do(t, key.VaultKey, "POST", "/v1/payment_intents", form, "amount=101&currency=usd")
-	e := expectDenied(t, env, before, r, 429, "cap_exhausted")
+	e := expectDenied(t, env.Stripe, before, r, 429, "cap_exhausted")
 	if e.Cap != "daily" || e.CapUSD != "5.00" || e.SpentUSD != "4.00" || e.RequestedUSD != "1.01" || e.KeyID != key.ID {
 		t.Fatalf("cap_exhausted body: %s", r.Body)
 	}

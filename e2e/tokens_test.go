@@ -105,7 +105,7 @@ func TestIssuerTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := env.Stripe.Requests()
-	expectDenied(t, env, before, env.Do(t, own.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd"), 401, "key_revoked")
+	expectDenied(t, env.Stripe, before, env.Do(t, own.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd"), 401, "key_revoked")
 
 	// Revoking the token stops it at once; keys it issued keep working.
 	second, err := issuer.IssueKey(t.Context(), params(nil))

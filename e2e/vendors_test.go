@@ -17,7 +17,7 @@ func TestVendorMismatch(t *testing.T) {
 	for _, target := range []string{"/resend/emails", "/twilio/2010-04-01/Accounts/AC1/Messages.json"} {
 		before := env.Stripe.Requests()
 		r := env.Do(t, k.VaultKey, "POST", target, "application/json", `{"to":"a@example.com"}`)
-		expectDenied(t, env, before, r, 403, "vendor_mismatch")
+		expectDenied(t, env.Stripe, before, r, 403, "vendor_mismatch")
 	}
 	if fakes.Twilio.Requests()+fakes.Resend.Requests() != 0 {
 		t.Fatal("a mismatched call reached another vendor")

@@ -35,14 +35,10 @@ type Vendor struct {
 // New returns the Resend vendor; without an API key it is unconfigured
 // (every call refused).
 func New(c Config) (*Vendor, error) {
-	if c.BaseURL == "" {
-		c.BaseURL = DefaultBaseURL
+	u, err := keybrake.ParseBaseURL("resend", c.BaseURL, DefaultBaseURL)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(c.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("resend base URL %q: want http(s)://host[:port]", c.BaseURL)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
 	if err := c.Prices.Endpoints.Owned(owns); err != nil {
 		return nil, fmt.Errorf("pricing file, resend: %w", err)
 	}
@@ -75,15 +71,7 @@ func (v *Vendor) DedupesIdempotency() bool { return true }
 
 // Direct aims the request at Resend with the real key as Bearer.
 func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
-	path := out.URL.Path
-	if p.UpstreamPath != "" {
-		path = p.UpstreamPath
-	}
-	out.URL.Scheme = v.base.Scheme
-	out.URL.Host = v.base.Host
-	out.URL.Path = v.base.Path + path
-	out.URL.RawPath = ""
-	out.Host = v.base.Host
+	keybrake.Aim(out, v.base, p)
 	out.Header.Set("Authorization", "Bearer "+v.key)
 }
 

@@ -29,14 +29,10 @@ type Vendor struct {
 // New returns the Stripe vendor. secret is the real sk_… key; an empty
 // secret leaves the vendor unconfigured (every call refused).
 func New(baseURL, secret string, fx *pricing.FX) (*Vendor, error) {
-	if baseURL == "" {
-		baseURL = DefaultBaseURL
+	u, err := keybrake.ParseBaseURL("stripe", baseURL, DefaultBaseURL)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, keybrake.Errorf(keybrake.CodeInvalidRequest, "stripe base URL %q: want http(s)://host[:port]", baseURL)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
 	return &Vendor{base: u, secret: secret, fx: fx}, nil
 }
 
@@ -66,15 +62,7 @@ func (v *Vendor) DedupesIdempotency() bool { return true }
 
 // Direct aims the request at Stripe with the real secret as Bearer.
 func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
-	path := out.URL.Path
-	if p.UpstreamPath != "" {
-		path = p.UpstreamPath
-	}
-	out.URL.Scheme = v.base.Scheme
-	out.URL.Host = v.base.Host
-	out.URL.Path = v.base.Path + path
-	out.URL.RawPath = ""
-	out.Host = v.base.Host
+	keybrake.Aim(out, v.base, p)
 	out.Header.Set("Authorization", "Bearer "+v.secret)
 }
 

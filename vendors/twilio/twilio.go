@@ -44,14 +44,10 @@ type Vendor struct {
 // New returns the Twilio vendor. Without both an account SID and an auth
 // token it is unconfigured (every call refused).
 func New(c Config) (*Vendor, error) {
-	if c.BaseURL == "" {
-		c.BaseURL = DefaultBaseURL
+	u, err := keybrake.ParseBaseURL("twilio", c.BaseURL, DefaultBaseURL)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(c.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("twilio base URL %q: want http(s)://host[:port]", c.BaseURL)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
 	if c.AccountSID != "" && !alnum(c.AccountSID) {
 		return nil, fmt.Errorf("KEYBRAKE_TWILIO_ACCOUNT_SID must be letters and digits (AC…)")
 	}
@@ -80,15 +76,7 @@ func (v *Vendor) DedupesIdempotency() bool { return false }
 
 // Direct aims the request at Twilio with the real account's Basic auth.
 func (v *Vendor) Direct(out *http.Request, p *keybrake.Prepared) {
-	path := out.URL.Path
-	if p.UpstreamPath != "" {
-		path = p.UpstreamPath
-	}
-	out.URL.Scheme = v.base.Scheme
-	out.URL.Host = v.base.Host
-	out.URL.Path = v.base.Path + path
-	out.URL.RawPath = ""
-	out.Host = v.base.Host
+	keybrake.Aim(out, v.base, p)
 	out.SetBasicAuth(v.sid, v.token)
 }
 

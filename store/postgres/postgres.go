@@ -36,8 +36,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Options tune the store. The zero value is the production setting; each
-// field can also be set in the URL (see Open).
+// Options tune the store. The zero value is the production setting; all but
+// QueryTimeout can also be set in the URL, which wins (see each field).
 type Options struct {
 	// MaxConns bounds the replica's connection pool (URL: pool_max_conns).
 	// Default 16. Requests beyond it queue in the replica; on one hot key

@@ -1,10 +1,8 @@
 package sandbox
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 )
@@ -21,12 +19,11 @@ type Resend struct {
 	// Fault, when set, chooses a fault for each request (n counts from 1).
 	Fault func(r *http.Request, n int) Fault
 
-	mu       sync.Mutex
-	n        int
-	received []Received
-	sent     []ResendEmail
-	idem     map[string]*stored
-	seq      int
+	recorder
+	idem idemCache
+	mu   sync.Mutex
+	sent []ResendEmail
+	seq  int
 }
 
 // ResendEmail is one accepted email.
@@ -37,21 +34,7 @@ type ResendEmail struct {
 
 // NewResend returns a sandbox accepting apiKey.
 func NewResend(apiKey string) *Resend {
-	return &Resend{APIKey: apiKey, idem: map[string]*stored{}}
-}
-
-// Requests is how many requests reached the sandbox.
-func (s *Resend) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
-// Received returns copies of every request seen.
-func (s *Resend) Received() []Received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Received(nil), s.received...)
+	return &Resend{APIKey: apiKey}
 }
 
 // Sent returns the emails accepted.
@@ -71,16 +54,7 @@ func (s *Resend) Recipients() int {
 }
 
 func (s *Resend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body []byte
-	if r.Body != nil {
-		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	}
-	s.mu.Lock()
-	s.n++
-	n := s.n
-	s.received = append(s.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
-	s.mu.Unlock()
-
+	n, body := s.record(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.APIKey {
 		writeResendError(w, http.StatusUnauthorized, "invalid_api_key", "API key is invalid")
 		return
@@ -89,58 +63,18 @@ func (s *Resend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.Fault != nil {
 		fault = s.Fault(r, n)
 	}
-	switch fault {
-	case FailBeforeApply:
-		writeResendError(w, http.StatusInternalServerError, "internal_server_error", "sandbox: injected failure before applying")
-		return
-	case Stall:
-		<-r.Context().Done()
-		return
-	}
-	status, resp := s.idempotent(r, body)
-	switch fault {
-	case FailAfterApply:
-		writeResendError(w, http.StatusInternalServerError, "internal_server_error", "sandbox: injected failure after applying")
-		return
-	case DropAfterApply:
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
+	serveWithFault(w, r, fault, func() answer {
+		status, b, how := s.idem.do(r, body, func() (int, []byte) { return s.apply(r, body) })
+		switch how {
+		case idemInFlight:
+			status, b = http.StatusConflict, resendError(http.StatusConflict, "concurrent_idempotent_requests", "Same idempotency key used while original request is still in progress.")
+		case idemMismatch:
+			status, b = http.StatusConflict, resendError(http.StatusConflict, "invalid_idempotent_request", "Same idempotency key used with a different request payload.")
 		}
-		panic(http.ErrAbortHandler)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(resp) //nolint:errcheck
-}
-
-func (s *Resend) idempotent(r *http.Request, body []byte) (int, []byte) {
-	key := r.Header.Get("Idempotency-Key")
-	if key == "" || r.Method != http.MethodPost {
-		return s.apply(r, body)
-	}
-	fp := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
-	s.mu.Lock()
-	if st, ok := s.idem[key]; ok {
-		s.mu.Unlock()
-		select {
-		case <-st.done:
-		default:
-			return http.StatusConflict, resendError(http.StatusConflict, "concurrent_idempotent_requests", "Same idempotency key used while original request is still in progress.")
-		}
-		if st.fingerprint != fp {
-			return http.StatusConflict, resendError(http.StatusConflict, "invalid_idempotent_request", "Same idempotency key used with a different request payload.")
-		}
-		return st.status, st.body
-	}
-	st := &stored{fingerprint: fp, done: make(chan struct{})}
-	s.idem[key] = st
-	s.mu.Unlock()
-	st.status, st.body = s.apply(r, body)
-	close(st.done)
-	return st.status, st.body
+		return answer{status, http.Header{"Content-Type": {"application/json"}}, b}
+	}, func(w http.ResponseWriter, msg string) {
+		writeResendError(w, http.StatusInternalServerError, "internal_server_error", msg)
+	})
 }
 
 type resendEmailRequest struct {

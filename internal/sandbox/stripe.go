@@ -7,10 +7,8 @@
 package sandbox
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -59,13 +57,6 @@ type PaymentIntent struct {
 	Livemode bool              `json:"livemode"`
 }
 
-type stored struct {
-	fingerprint [32]byte
-	status      int
-	body        []byte
-	done        chan struct{}
-}
-
 // Stripe is the sandbox server's handler.
 type Stripe struct {
 	// Secret is the only API key accepted.
@@ -73,32 +64,17 @@ type Stripe struct {
 	// Fault, when set, chooses a fault for each request (n counts from 1).
 	Fault func(r *http.Request, n int) Fault
 
-	mu       sync.Mutex
-	n        int
-	received []Received
-	intents  []*PaymentIntent
-	refunds  int64
-	idem     map[string]*stored
-	seq      int
+	recorder
+	idem    idemCache
+	mu      sync.Mutex
+	intents []*PaymentIntent
+	refunds int64
+	seq     int
 }
 
 // NewStripe returns a sandbox accepting secret.
 func NewStripe(secret string) *Stripe {
-	return &Stripe{Secret: secret, idem: map[string]*stored{}}
-}
-
-// Requests is how many requests reached the sandbox.
-func (s *Stripe) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
-// Received returns copies of every request seen.
-func (s *Stripe) Received() []Received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Received(nil), s.received...)
+	return &Stripe{Secret: secret}
 }
 
 // Intents returns the payment intents created (each one a charge).
@@ -122,16 +98,7 @@ func (s *Stripe) ChargedMinor() map[string]int64 {
 }
 
 func (s *Stripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body []byte
-	if r.Body != nil {
-		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	}
-	s.mu.Lock()
-	s.n++
-	n := s.n
-	s.received = append(s.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
-	s.mu.Unlock()
-
+	n, body := s.record(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.Secret {
 		writeStripeError(w, http.StatusUnauthorized, "invalid_request_error", "", "Invalid API Key provided")
 		return
@@ -140,72 +107,21 @@ func (s *Stripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.Fault != nil {
 		fault = s.Fault(r, n)
 	}
-	switch fault {
-	case FailBeforeApply:
-		writeStripeError(w, http.StatusInternalServerError, "api_error", "", "sandbox: injected failure before applying")
-		return
-	case Stall:
-		<-r.Context().Done()
-		return
-	}
-
-	status, resp := s.handle(r, body)
-	switch fault {
-	case FailAfterApply:
-		writeStripeError(w, http.StatusInternalServerError, "api_error", "", "sandbox: injected failure after applying")
-		return
-	case DropAfterApply:
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
+	serveWithFault(w, r, fault, func() answer {
+		h := http.Header{"Content-Type": {"application/json"}, "Request-Id": {fmt.Sprintf("req_sandbox_%d", n)}}
+		status, b, how := s.idem.do(r, body, func() (int, []byte) { return s.apply(r, body) })
+		switch how {
+		case idemReplayed:
+			h.Set("Idempotent-Replayed", "true")
+		case idemInFlight:
+			status, b = http.StatusConflict, stripeError("idempotency_error", "idempotency_key_in_use", "There is currently another in-progress request using this Idempotent Key")
+		case idemMismatch:
+			status, b = http.StatusBadRequest, stripeError("idempotency_error", "", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
 		}
-		panic(http.ErrAbortHandler)
-	}
-	w.Header().Set("Request-Id", fmt.Sprintf("req_sandbox_%d", n))
-	w.Header().Set("Content-Type", "application/json")
-	if status.replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	w.WriteHeader(status.code)
-	w.Write(resp) //nolint:errcheck
-}
-
-type result struct {
-	code     int
-	replayed bool
-}
-
-// handle applies a request with Stripe's idempotency semantics: a repeated
-// Idempotency-Key with the same body replays the first answer; with another
-// body it is refused; while the first is running it answers 409.
-func (s *Stripe) handle(r *http.Request, body []byte) (result, []byte) {
-	key := r.Header.Get("Idempotency-Key")
-	if key == "" || r.Method != http.MethodPost {
-		code, b := s.apply(r, body)
-		return result{code: code}, b
-	}
-	fp := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
-	s.mu.Lock()
-	if st, ok := s.idem[key]; ok {
-		s.mu.Unlock()
-		select {
-		case <-st.done:
-		default:
-			return result{code: http.StatusConflict}, stripeError("idempotency_error", "idempotency_key_in_use", "There is currently another in-progress request using this Idempotent Key")
-		}
-		if st.fingerprint != fp {
-			return result{code: http.StatusBadRequest}, stripeError("idempotency_error", "", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
-		}
-		return result{code: st.status, replayed: true}, st.body
-	}
-	st := &stored{fingerprint: fp, done: make(chan struct{})}
-	s.idem[key] = st
-	s.mu.Unlock()
-	st.status, st.body = s.apply(r, body)
-	close(st.done)
-	return result{code: st.status}, st.body
+		return answer{status, h, b}
+	}, func(w http.ResponseWriter, msg string) {
+		writeStripeError(w, http.StatusInternalServerError, "api_error", "", msg)
+	})
 }
 
 func (s *Stripe) apply(r *http.Request, body []byte) (int, []byte) {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -28,9 +27,8 @@ type Twilio struct {
 	// answer ("-0.00790"); by default it is null, as Twilio's usually is.
 	CreationPrice string
 
+	recorder
 	mu       sync.Mutex
-	n        int
-	received []Received
 	messages []*TwilioMessage
 	calls    []map[string]any
 }
@@ -56,20 +54,6 @@ type TwilioMessage struct {
 // NewTwilio returns a sandbox accepting sid:token.
 func NewTwilio(sid, token string) *Twilio {
 	return &Twilio{AccountSID: sid, AuthToken: token}
-}
-
-// Requests is how many requests reached the sandbox.
-func (s *Twilio) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
-// Received returns copies of every request seen.
-func (s *Twilio) Received() []Received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Received(nil), s.received...)
 }
 
 // Messages returns the messages created.
@@ -104,16 +88,7 @@ func (s *Twilio) Calls() int {
 }
 
 func (s *Twilio) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body []byte
-	if r.Body != nil {
-		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	}
-	s.mu.Lock()
-	s.n++
-	n := s.n
-	s.received = append(s.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
-	s.mu.Unlock()
-
+	n, body := s.record(r)
 	user, pass, ok := r.BasicAuth()
 	if !ok || user != s.AccountSID || pass != s.AuthToken {
 		writeTwilioError(w, http.StatusUnauthorized, 20003, "Authenticate")
@@ -123,32 +98,12 @@ func (s *Twilio) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.Fault != nil {
 		fault = s.Fault(r, n)
 	}
-	switch fault {
-	case FailBeforeApply:
-		writeTwilioError(w, http.StatusInternalServerError, 20500, "sandbox: injected failure before applying")
-		return
-	case Stall:
-		<-r.Context().Done()
-		return
-	}
-	status, resp := s.apply(r, body)
-	switch fault {
-	case FailAfterApply:
-		writeTwilioError(w, http.StatusInternalServerError, 20500, "sandbox: injected failure after applying")
-		return
-	case DropAfterApply:
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler)
-	}
-	w.Header().Set("Twilio-Request-Id", fmt.Sprintf("RQsandbox%d", n))
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(resp) //nolint:errcheck
+	serveWithFault(w, r, fault, func() answer {
+		status, b := s.apply(r, body)
+		return answer{status, http.Header{"Content-Type": {"application/json"}, "Twilio-Request-Id": {fmt.Sprintf("RQsandbox%d", n)}}, b}
+	}, func(w http.ResponseWriter, msg string) {
+		writeTwilioError(w, http.StatusInternalServerError, 20500, msg)
+	})
 }
 
 func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {

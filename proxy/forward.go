@@ -14,8 +14,10 @@ import (
 	"github.com/keybrake/keybrake"
 )
 
-// settleTimeout bounds how long a settlement keeps retrying the store.
-const settleTimeout = 2 * time.Minute
+// SettleTimeout bounds how long a settlement keeps retrying the store. A
+// call pending longer than UpstreamTimeout + SettleTimeout can no longer be
+// settled by its replica: the recovery sweep counts it as unknown.
+const SettleTimeout = 2 * time.Minute
 
 // NewTransport is the connection pool to the vendors: keep-alive connections
 // reused across calls, bounded dial and TLS times, and a response-header
@@ -186,9 +188,9 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // the recovery sweep later counts as unknown spend: never under-counted.
 //
 // Money has already moved when settle runs, so it insists: a busy or briefly
-// unreachable store is retried with backoff for up to settleTimeout.
+// unreachable store is retried with backoff for up to SettleTimeout.
 func (p *Proxy) settle(c *call, st keybrake.Settlement) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), settleTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), SettleTimeout)
 	defer cancel()
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
 	if st.Outcome == keybrake.OutcomeUnknown {

@@ -258,7 +258,9 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if n, err := s.store.RecoverPending(ctx, "", s.cfg.UpstreamTimeout+time.Minute); err != nil {
+		// Past UpstreamTimeout + SettleTimeout no live replica can still
+		// settle a call: it was in flight on a replica that died.
+		if n, err := s.store.RecoverPending(ctx, "", s.cfg.UpstreamTimeout+proxy.SettleTimeout+time.Minute); err != nil {
 			s.log.Error("recovery sweep failed", "err", err.Error())
 		} else if n > 0 {
 			s.log.Warn("calls stuck pending are now counted as spend with outcome unknown", "calls", n)

@@ -21,9 +21,10 @@ func isPostgres(dsn string) bool {
 // replicas may have calls legitimately in flight, and a restarted replica
 // gets a new instance id, so it cannot tell its predecessor's calls apart.
 // The background sweep counts a call as unknown spend once it is older than
-// UpstreamTimeout+1m, which no live replica's call can be (run every replica
-// with the same --upstream-timeout); a settlement that arrives after the
-// sweep still corrects the spend.
+// UpstreamTimeout + the proxy's settle retry (2m) + 1m, which no live
+// replica's call can be (run every replica with the same
+// --upstream-timeout); a settlement that arrives after the sweep still
+// corrects the spend.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if isPostgres(cfg.DB) {
 		return postgres.Open(ctx, cfg.DB, postgres.Options{})

@@ -100,6 +100,7 @@ func Dialect() sqlstore.Dialect {
 		Now:         now,
 		LockKey:     " FOR UPDATE",
 		Unavailable: Unavailable,
+		Writable:    writable,
 	}
 }
 
@@ -299,4 +300,17 @@ func Unavailable(err error) bool {
 	// connection as an outage rather than a bug.
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection")
+}
+
+// writable refuses a database that would refuse writes: a hot standby, or a
+// database or session set to default_transaction_read_only.
+func writable(ctx context.Context, q sqlstore.Querier) error {
+	var ro string
+	if err := q.QueryRowContext(ctx, "SHOW transaction_read_only").Scan(&ro); err != nil {
+		return err
+	}
+	if ro == "on" {
+		return errors.New("the database is read-only")
+	}
+	return nil
 }

@@ -272,3 +272,27 @@ func TestUnavailableClassification(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyDatabaseIsUnhealthy: a database that answers reads but refuses
+// writes (a standby, default_transaction_read_only) fails the health check
+// and every decision, instead of looking healthy while refusing all calls.
+func TestReadOnlyDatabaseIsUnhealthy(t *testing.T) {
+	url, _ := pgtest.Schema(t, kbtest.PostgresURL(t))
+	rw, err := postgres.Open(t.Context(), url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	k := newKey(t, rw, time.Hour)
+	if err := rw.Ping(t.Context()); err != nil {
+		t.Fatalf("writable database: %v", err)
+	}
+	ro, err := postgres.Open(t.Context(), pgtest.WithParams(t, url, "default_transaction_read_only", "on"), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	wantUnavailable(t, "Ping on a read-only database", ro.Ping(t.Context()))
+	_, err = ro.Decide(t.Context(), charge(k))
+	wantUnavailable(t, "Decide on a read-only database", err)
+}

@@ -31,6 +31,10 @@ type Dialect struct {
 	// Unavailable reports whether err means the store cannot be used right
 	// now (as opposed to a bug or bad input). Nil treats every error so.
 	Unavailable func(err error) bool
+	// Writable, when set, tells Ping whether a transaction could write (a
+	// PostgreSQL standby or a read-only database answers reads but refuses
+	// every decision).
+	Writable func(ctx context.Context, q Querier) error
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.
@@ -82,6 +86,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	defer tx.Rollback() //nolint:errcheck // nothing was written
 	if _, err := s.dialect.Now(ctx, tx); err != nil {
 		return s.wrap("ping", err)
+	}
+	if s.dialect.Writable != nil {
+		if err := s.dialect.Writable(ctx, tx); err != nil {
+			return fmt.Errorf("ping: %w: %w", keybrake.ErrStoreUnavailable, err)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -156,7 +157,9 @@ func (s *Server) Handler() http.Handler {
 			s.health(w, r)
 		case uri == "/vault" || strings.HasPrefix(uri, "/vault/") || strings.HasPrefix(uri, "/vault?"):
 			if s.cfg.AdminAddr != "" {
-				http.Error(w, `{"code":"not_found","message":"the admin API is on its own listener"}`, http.StatusNotFound)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"code":"not_found","message":"the admin API is on its own listener"}`+"\n") //nolint:errcheck
 				return
 			}
 			s.admin.ServeHTTP(w, r)

@@ -122,3 +122,12 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo text output: %d\n%s", code, out)
 	}
 }
+
+func TestServeRejectsMalformedEnvironment(t *testing.T) {
+	t.Setenv("KEYBRAKE_ADMIN_TOKEN", kbtest.AdminToken)
+	t.Setenv("KEYBRAKE_UPSTREAM_TIMEOUT", "sixty")
+	code, _, errOut := cli(t, "serve", "--addr", "127.0.0.1:0", "--db", t.TempDir()+"/k.db")
+	if code == 0 || !strings.Contains(errOut, "KEYBRAKE_UPSTREAM_TIMEOUT") {
+		t.Fatalf("serve with a malformed duration: %d %s", code, errOut)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +27,7 @@ type serveFlags struct {
 	reconcileInterval   time.Duration
 	vendors             vendorFlags
 	logLevel            string
+	envErrs             []error // malformed environment values
 }
 
 func serveCmd(g *globals) *cobra.Command {
@@ -60,10 +62,10 @@ and exits 0.`,
 	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", "127.0.0.1:8080"), "proxy listen address (env KEYBRAKE_ADDR)")
 	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
 	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", "./keybrake.db"), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
-	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
-	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
-	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
-	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
+	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", f.envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
+	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", f.envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
+	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", f.envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
+	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", f.envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
@@ -71,6 +73,9 @@ and exits 0.`,
 }
 
 func runServe(ctx context.Context, g *globals, f *serveFlags) error {
+	if err := errors.Join(f.envErrs...); err != nil {
+		return err
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
@@ -131,12 +136,16 @@ func redactDSN(dsn string) string {
 	return dsn
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
+// envDuration reads a duration default from the environment. A malformed
+// value is remembered and stops serve with an error naming the variable,
+// rather than being silently replaced by the default.
+func (f *serveFlags) envDuration(name string, def time.Duration) time.Duration {
 	if v := os.Getenv(name); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
+		d, err := time.ParseDuration(v)
+		if err == nil && d >= 0 {
 			return d
 		}
-		fmt.Fprintf(os.Stderr, "warning: %s=%q is not a duration; using %s\n", name, v, def)
+		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: want a duration such as 30s, 5m or 24h", name, v))
 	}
 	return def
 }

@@ -35,6 +35,12 @@ type Config struct {
 	DB string
 	// AdminToken authenticates the admin API; required.
 	AdminToken string
+	// Instance names this replica in the audit rows of its calls. On
+	// PostgreSQL a stable name (a StatefulSet pod name, a host name) lets a
+	// restarted replica recover at once the calls it had in flight when it
+	// died; two live replicas cannot hold the same name. Empty: a random
+	// name, and such calls are recovered by the periodic sweep instead.
+	Instance string
 
 	// Vendors holds the vendors' credentials, base URLs and prices.
 	Vendors VendorConfig
@@ -64,6 +70,8 @@ type Server struct {
 	instance string
 
 	vendors []keybrake.Vendor
+
+	releaseInstance func() error
 
 	servers []*http.Server
 	addrs   []string
@@ -100,21 +108,42 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: keybrake.NewID("inst_")}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance}
 	fail := func(err error) (*Server, error) {
+		if s.releaseInstance != nil {
+			s.releaseInstance() //nolint:errcheck // already failing
+		}
 		st.Close()
 		return nil, err
 	}
 
-	if !isPostgres(cfg.DB) {
-		// One process owns a SQLite file (enforced by a lock), so anything
-		// still pending was in flight when the previous process died.
-		n, err := st.RecoverPending(ctx, "", 0)
+	// Recover the calls a previous incarnation left pending: they were in
+	// flight when it died, and no live process can settle them. On SQLite
+	// one process owns the file (a lock enforces it), so that is every
+	// pending call; on PostgreSQL only this replica's own, under a name it
+	// now holds exclusively.
+	recoverAtStart, owner := true, "" // owner "": every pending call
+	switch {
+	case !isPostgres(cfg.DB):
+		if s.instance == "" {
+			s.instance = keybrake.NewID("inst_")
+		}
+	case s.instance != "":
+		if s.releaseInstance, err = st.ClaimInstance(ctx, s.instance); err != nil {
+			return fail(fmt.Errorf("claim instance id: %w", err))
+		}
+		owner = s.instance
+	default:
+		s.instance = keybrake.NewID("inst_")
+		recoverAtStart = false // the periodic sweep recovers them
+	}
+	if recoverAtStart {
+		n, err := st.RecoverPending(ctx, owner, 0)
 		if err != nil {
 			return fail(fmt.Errorf("recover pending calls: %w", err))
 		}
 		if n > 0 {
-			s.log.Warn("calls in flight at the last shutdown are now counted as spend with outcome unknown", "calls", n)
+			s.log.Warn("calls in flight at the last shutdown are now counted as spend with outcome unknown", "calls", n, "instance", s.instance)
 		}
 	}
 
@@ -287,6 +316,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.stopBG != nil {
 		s.stopBG()
 		s.bg.Wait()
+	}
+	if s.releaseInstance != nil {
+		errs = append(errs, s.releaseInstance())
 	}
 	errs = append(errs, s.store.Close())
 	return errors.Join(errs...)

@@ -15,6 +15,7 @@ import (
 // must pass.
 type Store interface {
 	Ping(ctx context.Context) error
+	ClaimInstance(ctx context.Context, instance string) (release func() error, err error)
 	Now(ctx context.Context) (time.Time, error)
 
 	CreateKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration) (*keybrake.Key, error)

@@ -30,6 +30,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/store/sqlstore"
 )
 
@@ -96,11 +97,12 @@ func Open(ctx context.Context, rawURL string, opt Options) (*sqlstore.Store, err
 // Dialect is the PostgreSQL flavour of the shared ledger.
 func Dialect() sqlstore.Dialect {
 	return sqlstore.Dialect{
-		Name:        "postgres",
-		Now:         now,
-		LockKey:     " FOR UPDATE",
-		Unavailable: Unavailable,
-		Writable:    writable,
+		Name:          "postgres",
+		Now:           now,
+		LockKey:       " FOR UPDATE",
+		Unavailable:   Unavailable,
+		Writable:      writable,
+		ClaimInstance: claimInstance,
 	}
 }
 
@@ -313,4 +315,29 @@ func writable(ctx context.Context, q sqlstore.Querier) error {
 		return errors.New("the database is read-only")
 	}
 	return nil
+}
+
+// claimInstance holds a session advisory lock named after the schema and the
+// replica name on a connection kept out of the pool. PostgreSQL drops it
+// when the process dies (kill -9 included), so a restarted replica with the
+// same name gets it back, while a second live process with that name is
+// refused.
+func claimInstance(ctx context.Context, db *sql.DB, instance string) (func() error, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtextextended('keybrake-instance:' || current_schema() || ':' || $1, 0))`, instance).Scan(&ok); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if !ok {
+		conn.Close()
+		return nil, &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: fmt.Sprintf("instance id %q is held by another live keybrake serve on this database; give each replica its own --instance-id", instance)}
+	}
+	return func() error {
+		_, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
+		return errors.Join(err, conn.Close())
+	}, nil
 }

@@ -296,3 +296,40 @@ func TestReadOnlyDatabaseIsUnhealthy(t *testing.T) {
 	_, err = ro.Decide(t.Context(), charge(k))
 	wantUnavailable(t, "Decide on a read-only database", err)
 }
+
+// TestClaimInstance: a replica name is held by one live store at a time,
+// and freed by release.
+func TestClaimInstance(t *testing.T) {
+	url, _ := pgtest.Schema(t, kbtest.PostgresURL(t))
+	open := func() store.Store {
+		s, err := postgres.Open(t.Context(), url, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	release, err := a.ClaimInstance(t.Context(), "replica-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ClaimInstance(t.Context(), "replica-a"); err == nil || !strings.Contains(err.Error(), "held by another live") {
+		t.Fatalf("a second claim of a live name: %v", err)
+	}
+	other, err := b.ClaimInstance(t.Context(), "replica-b")
+	if err != nil {
+		t.Fatalf("another name: %v", err)
+	}
+	defer other() //nolint:errcheck
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.ClaimInstance(t.Context(), "replica-a")
+	if err != nil {
+		t.Fatalf("claim after release: %v", err)
+	}
+	again() //nolint:errcheck
+	// A process that dies loses its session, and with it the name: the
+	// real-process test e2e/TestReplicaRestartRecoversItsCalls kills one.
+}

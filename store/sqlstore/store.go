@@ -35,6 +35,11 @@ type Dialect struct {
 	// PostgreSQL standby or a read-only database answers reads but refuses
 	// every decision).
 	Writable func(ctx context.Context, q Querier) error
+	// ClaimInstance, when set, makes the caller the only live holder of a
+	// replica name until release (PostgreSQL: a session advisory lock,
+	// dropped by the server when the process dies). SQLite needs none: one
+	// process owns the file.
+	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (release func() error, err error)
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.
@@ -93,6 +98,20 @@ func (s *Store) Ping(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ClaimInstance makes this process the only live holder of a replica name,
+// so that it may recover, at start, the calls its previous incarnation left
+// pending (they can have no live owner). Release it on shutdown.
+func (s *Store) ClaimInstance(ctx context.Context, instance string) (func() error, error) {
+	if s.dialect.ClaimInstance == nil {
+		return func() error { return nil }, nil
+	}
+	release, err := s.dialect.ClaimInstance(ctx, s.w, instance)
+	if err != nil {
+		return nil, s.wrap("claim instance", err)
+	}
+	return release, nil
 }
 
 // Now is the store's clock.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"text/tabwriter"
@@ -22,32 +23,18 @@ func callsCmd(g *globals) *cobra.Command {
   keybrake calls --outcome unknown      # calls whose outcome is unknown (counted as spend)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var calls []client.Call
-			for {
-				page, err := c.ListCalls(cmd.Context(), p)
-				if err != nil {
-					return err
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Call, error) {
+				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Call], error) {
+					p.Cursor = cursor
+					return c.ListCalls(ctx, p)
+				})
+			}, func(w *tabwriter.Writer, calls []client.Call) {
+				fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
+				for _, c := range calls {
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t$%s\t$%s\t%s\t%s\n", c.ID, c.Time.Format(time.RFC3339), c.KeyID,
+						c.Method, c.Path, c.Outcome, c.Status, c.Estimated, c.Actual, c.ObjectID, c.Item)
 				}
-				calls = append(calls, page.Data...)
-				if !all || !page.HasMore {
-					break
-				}
-				p.Cursor = page.NextCursor
-			}
-			if g.json {
-				return g.printJSON(calls)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
-			for _, c := range calls {
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t$%s\t$%s\t%s\t%s\n", c.ID, c.Time.Format(time.RFC3339), c.KeyID,
-					c.Method, c.Path, c.Outcome, c.Status, c.Estimated, c.Actual, c.ObjectID, c.Item)
-			}
-			return w.Flush()
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -65,26 +52,15 @@ func reportCmd(g *globals) *cobra.Command {
 		Short: "Per-run spend summary: keys, calls allowed and denied, spend by endpoint",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			s, err := c.RunSummary(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(s)
-			}
-			printRunSummary(g, s)
-			return nil
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*keybrake.RunSummary, error) {
+				return c.RunSummary(ctx, args[0])
+			}, printRunSummary)
 		},
 	}
 }
 
 // printRunSummary renders a run summary as a short report.
-func printRunSummary(g *globals, s *keybrake.RunSummary) {
-	w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+func printRunSummary(w *tabwriter.Writer, s *keybrake.RunSummary) {
 	fmt.Fprintf(w, "run\t%s\n", s.AgentRunLabel)
 	fmt.Fprintf(w, "spent\t$%s (reserved $%s)\n", s.Spent, s.Reserved)
 	fmt.Fprintf(w, "calls\t%d allowed, %d denied, %d unknown outcome\n", s.Allowed, s.Denied, s.Unknown)
@@ -105,7 +81,6 @@ func printRunSummary(g *globals, s *keybrake.RunSummary) {
 	for _, c := range codes {
 		fmt.Fprintf(w, "denied\t%s: %d\n", c, s.DeniedByCode[keybrake.Code(c)])
 	}
-	w.Flush()
 }
 
 func deref(m *keybrake.Micros) keybrake.Micros {

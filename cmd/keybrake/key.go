@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -33,10 +34,6 @@ func keyIssueCmd(g *globals) *cobra.Command {
     --label arn:aws:states:us-east-1:123456789012:execution:billing:run-42`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			for _, m := range meta {
 				k, v, ok := strings.Cut(m, "=")
 				if !ok {
@@ -47,24 +44,19 @@ func keyIssueCmd(g *globals) *cobra.Command {
 				}
 				p.Metadata[k] = v
 			}
-			k, err := c.IssueKey(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(k)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "key_id\t%s\n", k.ID)
-			fmt.Fprintf(w, "vault_key\t%s\t(shown once: store it now)\n", k.VaultKey)
-			fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
-			fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
-			fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
-			fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
-			if k.AgentRunLabel != "" {
-				fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
-			}
-			return w.Flush()
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Key, error) {
+				return c.IssueKey(ctx, p)
+			}, func(w *tabwriter.Writer, k *client.Key) {
+				fmt.Fprintf(w, "key_id\t%s\n", k.ID)
+				fmt.Fprintf(w, "vault_key\t%s\t(shown once: store it now)\n", k.VaultKey)
+				fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
+				fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
+				fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+				fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
+				if k.AgentRunLabel != "" {
+					fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
+				}
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -88,32 +80,18 @@ func keyListCmd(g *globals) *cobra.Command {
 		Short: "List vault keys, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var keys []client.Key
-			for {
-				page, err := c.ListKeys(cmd.Context(), p)
-				if err != nil {
-					return err
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Key, error) {
+				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Key], error) {
+					p.Cursor = cursor
+					return c.ListKeys(ctx, p)
+				})
+			}, func(w *tabwriter.Writer, keys []client.Key) {
+				fmt.Fprintln(w, "KEY_ID\tVENDOR\tSTATUS\tSPENT\tCAP/DAY\tCALLS\tDENIED\tEXPIRES\tLABEL")
+				for _, k := range keys {
+					fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t$%s\t%d\t%d\t%s\t%s\n", k.ID, k.Vendor, k.Status, deref(k.SpentUSD), k.DailyUSDCap,
+						derefInt(k.Calls), derefInt(k.DeniedCalls), k.ExpiresAt.Format(time.RFC3339), k.AgentRunLabel)
 				}
-				keys = append(keys, page.Data...)
-				if !all || !page.HasMore {
-					break
-				}
-				p.Cursor = page.NextCursor
-			}
-			if g.json {
-				return g.printJSON(keys)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "KEY_ID\tVENDOR\tSTATUS\tSPENT\tCAP/DAY\tCALLS\tDENIED\tEXPIRES\tLABEL")
-			for _, k := range keys {
-				fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t$%s\t%d\t%d\t%s\t%s\n", k.ID, k.Vendor, k.Status, deref(k.SpentUSD), k.DailyUSDCap,
-					derefInt(k.Calls), derefInt(k.DeniedCalls), k.ExpiresAt.Format(time.RFC3339), k.AgentRunLabel)
-			}
-			return w.Flush()
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -130,43 +108,34 @@ func keyShowCmd(g *globals) *cobra.Command {
 		Short: "Show a key's policy, status and spend",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			k, err := c.GetKey(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(k)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "key_id\t%s\n", k.ID)
-			fmt.Fprintf(w, "status\t%s\n", k.Status)
-			fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
-			fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
-			fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
-			if k.TotalUSDCap != nil {
-				fmt.Fprintf(w, "total_usd_cap\t$%s\n", *k.TotalUSDCap)
-			}
-			if k.MaxUSDPerCall != nil {
-				fmt.Fprintf(w, "max_usd_per_call\t$%s\n", *k.MaxUSDPerCall)
-			}
-			fmt.Fprintf(w, "spent_usd\t$%s\n", deref(k.SpentUSD))
-			fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
-			fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))
-			fmt.Fprintf(w, "remaining_usd\t$%s\n", deref(k.RemainingUSD))
-			fmt.Fprintf(w, "calls\t%d (denied %d)\n", derefInt(k.Calls), derefInt(k.DeniedCalls))
-			fmt.Fprintf(w, "created_at\t%s\n", k.CreatedAt.Format(time.RFC3339))
-			fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
-			if k.RevokedAt != nil {
-				fmt.Fprintf(w, "revoked_at\t%s\n", k.RevokedAt.Format(time.RFC3339))
-			}
-			if k.AgentRunLabel != "" {
-				fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
-			}
-			return w.Flush()
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Key, error) {
+				return c.GetKey(ctx, args[0])
+			}, func(w *tabwriter.Writer, k *client.Key) {
+				fmt.Fprintf(w, "key_id\t%s\n", k.ID)
+				fmt.Fprintf(w, "status\t%s\n", k.Status)
+				fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
+				fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+				fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
+				if k.TotalUSDCap != nil {
+					fmt.Fprintf(w, "total_usd_cap\t$%s\n", *k.TotalUSDCap)
+				}
+				if k.MaxUSDPerCall != nil {
+					fmt.Fprintf(w, "max_usd_per_call\t$%s\n", *k.MaxUSDPerCall)
+				}
+				fmt.Fprintf(w, "spent_usd\t$%s\n", deref(k.SpentUSD))
+				fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
+				fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))
+				fmt.Fprintf(w, "remaining_usd\t$%s\n", deref(k.RemainingUSD))
+				fmt.Fprintf(w, "calls\t%d (denied %d)\n", derefInt(k.Calls), derefInt(k.DeniedCalls))
+				fmt.Fprintf(w, "created_at\t%s\n", k.CreatedAt.Format(time.RFC3339))
+				fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
+				if k.RevokedAt != nil {
+					fmt.Fprintf(w, "revoked_at\t%s\n", k.RevokedAt.Format(time.RFC3339))
+				}
+				if k.AgentRunLabel != "" {
+					fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
+				}
+			})
 		},
 	}
 }
@@ -177,19 +146,11 @@ func keyRevokeCmd(g *globals) *cobra.Command {
 		Short: "Revoke a key: its very next call is refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.RevokeKey(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(r)
-			}
-			fmt.Fprintf(g.stdout, "%s revoked at %s\n", r.ID, r.RevokedAt.Format(time.RFC3339))
-			return nil
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Revocation, error) {
+				return c.RevokeKey(ctx, args[0])
+			}, func(w *tabwriter.Writer, r *client.Revocation) {
+				fmt.Fprintf(w, "%s revoked at %s\n", r.ID, r.RevokedAt.Format(time.RFC3339))
+			})
 		},
 	}
 }

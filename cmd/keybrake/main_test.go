@@ -131,3 +131,33 @@ func TestServeRejectsMalformedEnvironment(t *testing.T) {
 		t.Fatalf("serve with a malformed duration: %d %s", code, errOut)
 	}
 }
+
+func TestTokenCommands(t *testing.T) {
+	env := kbtest.Start(t)
+	t.Setenv("KEYBRAKE_ADMIN_TOKEN", kbtest.AdminToken)
+	t.Setenv("KEYBRAKE_URL", env.URL)
+	code, out, errOut := cli(t, "--json", "token", "create", "--name", "sfn-billing", "--max-daily-usd-cap", "500",
+		"--vendors", "stripe", "--endpoints", "POST /v1/payment_intents", "--max-expires-in", "6h")
+	var tok struct {
+		ID    string `json:"token_id"`
+		Token string `json:"token"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &tok) != nil || !strings.HasPrefix(tok.Token, "kbit") {
+		t.Fatalf("token create: %d %s %s", code, out, errOut)
+	}
+	// The token issues keys within its ceilings, through the same CLI.
+	t.Setenv("KEYBRAKE_ADMIN_TOKEN", tok.Token)
+	if code, out, errOut = cli(t, "key", "issue", "--daily-usd-cap", "600", "--endpoint", "POST /v1/payment_intents"); code == 0 || !strings.Contains(errOut, "issuer_limit_exceeded") {
+		t.Fatalf("above the ceiling: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ = cli(t, "key", "issue", "--daily-usd-cap", "400", "--endpoint", "POST /v1/payment_intents"); code != 0 {
+		t.Fatalf("within the ceiling: %d %s", code, out)
+	}
+	t.Setenv("KEYBRAKE_ADMIN_TOKEN", kbtest.AdminToken)
+	if code, out, _ = cli(t, "token", "list"); code != 0 || !strings.Contains(out, "sfn-billing") || strings.Contains(out, tok.Token) {
+		t.Fatalf("token list: %d %s", code, out)
+	}
+	if code, out, _ = cli(t, "token", "revoke", tok.ID); code != 0 || !strings.Contains(out, "revoked at") {
+		t.Fatalf("token revoke: %d %s", code, out)
+	}
+}

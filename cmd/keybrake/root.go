@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -95,3 +97,40 @@ func versionCmd(g *globals) *cobra.Command {
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
+
+// call runs one admin-API request and prints its answer: indented JSON with
+// --json, else what human writes (usually a table). Every admin-API command
+// is built on it.
+func call[T any](ctx context.Context, g *globals, do func(ctx context.Context, c *client.Client) (T, error), human func(w *tabwriter.Writer, v T)) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	v, err := do(ctx, c)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(v)
+	}
+	w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	human(w, v)
+	return w.Flush()
+}
+
+// pages fetches one page, or with all every page, of a listing.
+func pages[T any](ctx context.Context, c *client.Client, all bool, fetch func(ctx context.Context, c *client.Client, cursor string) (*client.Page[T], error)) ([]T, error) {
+	var out []T
+	cursor := ""
+	for {
+		page, err := fetch(ctx, c, cursor)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Data...)
+		if !all || !page.HasMore {
+			return out, nil
+		}
+		cursor = page.NextCursor
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -35,26 +36,17 @@ func tokenCreateCmd(g *globals) *cobra.Command {
     --endpoints "POST /v1/payment_intents" --max-expires-in 6h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.CreateToken(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(t)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "token_id\t%s\n", t.ID)
-			fmt.Fprintf(w, "token\t%s\t(shown once: store it in Secrets Manager or SSM now)\n", t.Token)
-			fmt.Fprintf(w, "name\t%s\n", t.Name)
-			fmt.Fprintf(w, "max_daily_usd_cap\t$%s\n", t.MaxDailyUSD)
-			fmt.Fprintf(w, "vendors\t%s\n", strings.Join(t.Vendors, ", "))
-			fmt.Fprintf(w, "endpoints\t%s\n", strings.Join(t.Endpoints, ", "))
-			fmt.Fprintf(w, "max_expires_in\t%s\n", t.MaxExpiresIn)
-			return w.Flush()
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Token, error) {
+				return c.CreateToken(ctx, p)
+			}, func(w *tabwriter.Writer, t *client.Token) {
+				fmt.Fprintf(w, "token_id\t%s\n", t.ID)
+				fmt.Fprintf(w, "token\t%s\t(shown once: store it in Secrets Manager or SSM now)\n", t.Token)
+				fmt.Fprintf(w, "name\t%s\n", t.Name)
+				fmt.Fprintf(w, "max_daily_usd_cap\t$%s\n", t.MaxDailyUSD)
+				fmt.Fprintf(w, "vendors\t%s\n", strings.Join(t.Vendors, ", "))
+				fmt.Fprintf(w, "endpoints\t%s\n", strings.Join(t.Endpoints, ", "))
+				fmt.Fprintf(w, "max_expires_in\t%s\n", t.MaxExpiresIn)
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -73,24 +65,19 @@ func tokenListCmd(g *globals) *cobra.Command {
 		Short: "List issuer tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			page, err := c.ListTokens(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(page.Data)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "TOKEN_ID\tNAME\tSTATUS\tMAX/DAY\tVENDORS\tENDPOINTS\tMAX EXPIRES\tCREATED")
-			for _, t := range page.Data {
-				fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.MaxDailyUSD,
-					strings.Join(t.Vendors, ","), strings.Join(t.Endpoints, ", "), t.MaxExpiresIn, t.CreatedAt.Format(time.RFC3339))
-			}
-			return w.Flush()
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Token, error) {
+				page, err := c.ListTokens(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return page.Data, nil
+			}, func(w *tabwriter.Writer, tokens []client.Token) {
+				fmt.Fprintln(w, "TOKEN_ID\tNAME\tSTATUS\tMAX/DAY\tVENDORS\tENDPOINTS\tMAX EXPIRES\tCREATED")
+				for _, t := range tokens {
+					fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.MaxDailyUSD,
+						strings.Join(t.Vendors, ","), strings.Join(t.Endpoints, ", "), t.MaxExpiresIn, t.CreatedAt.Format(time.RFC3339))
+				}
+			})
 		},
 	}
 }
@@ -101,19 +88,11 @@ func tokenRevokeCmd(g *globals) *cobra.Command {
 		Short: "Revoke an issuer token (keys it issued keep working until they expire)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.RevokeToken(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(t)
-			}
-			fmt.Fprintf(g.stdout, "%s (%s) revoked at %s\n", t.ID, t.Name, t.RevokedAt.Format(time.RFC3339))
-			return nil
+			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Token, error) {
+				return c.RevokeToken(ctx, args[0])
+			}, func(w *tabwriter.Writer, t *client.Token) {
+				fmt.Fprintf(w, "%s (%s) revoked at %s\n", t.ID, t.Name, t.RevokedAt.Format(time.RFC3339))
+			})
 		},
 	}
 }

@@ -115,3 +115,14 @@ func startUpstream(t testing.TB, h http.Handler) string {
 type atomicCounter struct{ n atomic.Int64 }
 
 func (c *atomicCounter) next() string { return strconv.FormatInt(c.n.Add(1), 10) }
+
+// mistype changes a key's last character to a different one: a typo the
+// checksum must catch (a fixed replacement would sometimes be no change).
+func mistype(key string) string {
+	last := key[len(key)-1]
+	repl := byte('x')
+	if last == repl {
+		repl = 'y'
+	}
+	return key[:len(key)-1] + string(repl)
+}

@@ -126,7 +126,7 @@ func TestDenials(t *testing.T) {
 	}{
 		{"no key", "", "POST", "/v1/payment_intents", form, pi, nil, 401, "invalid_vault_key"},
 		{"malformed key", "sk_live_notavaultkey", "POST", "/v1/payment_intents", form, pi, nil, 401, "invalid_vault_key"},
-		{"bad checksum", key.VaultKey[:len(key.VaultKey)-1] + "x", "POST", "/v1/payment_intents", form, pi, nil, 401, "invalid_vault_key"},
+		{"bad checksum", mistype(key.VaultKey), "POST", "/v1/payment_intents", form, pi, nil, 401, "invalid_vault_key"},
 		{"unknown key", wellFormedUnknown, "POST", "/v1/payment_intents", form, pi, nil, 401, "invalid_vault_key"},
 		{"revoked", revoked.VaultKey, "POST", "/v1/payment_intents", form, pi, nil, 401, "key_revoked"},
 		{"revoked beats bad path", revoked.VaultKey, "POST", "/v1/../v1/payment_intents", form, pi, nil, 401, "key_revoked"},

@@ -45,6 +45,15 @@ func ParseRule(s string) (Rule, error) {
 	return Rule{Method: method, Segments: segs}, nil
 }
 
+// MustParseRule is ParseRule for rules written in code; it panics on a typo.
+func MustParseRule(s string) Rule {
+	r, err := ParseRule(s)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
 // String is the rule's canonical text, as stored and shown.
 func (r Rule) String() string {
 	return r.Method + " /" + strings.Join(r.Segments, "/")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
-	"github.com/keybrake/keybrake/internal/sandbox"
 )
 
 // The issue's acceptance test: 3,000 concurrent $1.00 payment intents on one
@@ -133,33 +132,8 @@ func TestRevokeStopsTheNextCall(t *testing.T) {
 // Settlement: 2xx settles the actual cost from the answer, 4xx releases the
 // reservation, 5xx and no answer keep the estimate as spend (unknown).
 func TestSettlement(t *testing.T) {
-	// A fake Stripe that answers a different amount than was asked for,
-	// a 402 card error, a 500 after applying, or a cut connection.
-	stripe := sandbox.NewStripe(kbtest.StripeSecret)
-	stripe.Fault = func(r *http.Request, n int) sandbox.Fault {
-		switch r.Header.Get("X-Test-Fault") {
-		case "500":
-			return sandbox.FailAfterApply
-		case "drop":
-			return sandbox.DropAfterApply
-		}
-		return sandbox.NoFault
-	}
-	partial := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Header.Get("X-Test-Fault") {
-		case "amount-differs":
-			r.Body.Close()
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprint(w, `{"id":"pi_partial","object":"payment_intent","amount":40,"currency":"usd"}`)
-		case "402":
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(402)
-			fmt.Fprint(w, `{"error":{"type":"card_error","code":"card_declined","message":"Your card was declined."}}`)
-		default:
-			stripe.ServeHTTP(w, r)
-		}
-	})
-	env := kbtest.Start(t, kbtest.Options{Upstream: partial})
+	_, h := faultyStripe() // canned answers and faults, chosen by X-Test-Fault
+	env := kbtest.Start(t, kbtest.Options{Upstream: h})
 	k := env.Issue(t, client.IssueParams{DailyUSDCap: "100"})
 	form := "application/x-www-form-urlencoded"
 	do := func(fault string) *kbtest.Response {
@@ -174,15 +148,15 @@ func TestSettlement(t *testing.T) {
 		{"", 200, "forwarded", "1.00", "1.00"},
 		{"amount-differs", 200, "forwarded", "0.40", "1.40"},
 		{"402", 402, "forwarded", "0.00", "1.40"},
-		{"500", 500, "unknown", "1.00", "2.40"},
-		{"drop", 502, "unknown", "1.00", "3.40"},
+		{"500-after", 500, "unknown", "1.00", "2.40"},
+		{"drop-after", 502, "unknown", "1.00", "3.40"},
 	}
 	for _, s := range steps {
 		r := do(s.fault)
 		if r.Status != s.status {
 			t.Fatalf("%q: status %d, want %d: %s", s.fault, r.Status, s.status, r.Body)
 		}
-		if s.fault == "drop" {
+		if s.fault == "drop-after" {
 			e := decodeErr(t, r)
 			if e.Code != "upstream_unreachable" || !strings.Contains(e.Message, "unknown") {
 				t.Fatalf("dropped connection: %s", r.Body)

@@ -46,6 +46,9 @@ func faultyStripe() (*sandbox.Stripe, http.Handler) {
 			w.Header().Set("Request-Id", "req_declined")
 			w.WriteHeader(402)
 			fmt.Fprint(w, `{"error":{"type":"card_error","code":"card_declined","message":"Your card was declined."}}`)
+		case "amount-differs":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"id":"pi_partial","object":"payment_intent","amount":40,"currency":"usd"}`)
 		case "429":
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(429)

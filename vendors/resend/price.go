@@ -16,18 +16,10 @@ import (
 // own limit).
 const MaxBatch = 100
 
-func mustRule(s string) keybrake.Rule {
-	r, err := keybrake.ParseRule(s)
-	if err != nil {
-		panic(err)
-	}
-	return r
-}
-
 var (
-	sendEmail     = mustRule("POST /emails")
-	sendBatch     = mustRule("POST /emails/batch")
-	sendBroadcast = mustRule("POST /broadcasts/*/send")
+	sendEmail     = keybrake.MustParseRule("POST /emails")
+	sendBatch     = keybrake.MustParseRule("POST /emails/batch")
+	sendBroadcast = keybrake.MustParseRule("POST /broadcasts/*/send")
 )
 
 // detail is carried from Prepare to Settle.

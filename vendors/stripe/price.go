@@ -19,25 +19,17 @@ type moneyEndpoint struct {
 	responseAmount string // response field with the amount actually moved
 }
 
-func mustRule(s string) keybrake.Rule {
-	r, err := keybrake.ParseRule(s)
-	if err != nil {
-		panic(err)
-	}
-	return r
-}
-
 // moneyEndpoints are priced from their bodies. Captures and refunds can move
 // "the rest of the amount" when no amount is sent; Keybrake cannot reserve
 // an unknown amount, so it requires the amount field on them.
 var moneyEndpoints = []moneyEndpoint{
-	{mustRule("POST /v1/payment_intents"), "amount", "currency", true, "amount"},
-	{mustRule("POST /v1/payment_intents/*/capture"), "amount_to_capture", "", false, "amount_received"},
-	{mustRule("POST /v1/charges"), "amount", "currency", true, "amount"},
-	{mustRule("POST /v1/charges/*/capture"), "amount", "", false, "amount_captured"},
-	{mustRule("POST /v1/refunds"), "amount", "currency", false, "amount"},
-	{mustRule("POST /v1/transfers"), "amount", "currency", true, "amount"},
-	{mustRule("POST /v1/payouts"), "amount", "currency", true, "amount"},
+	{keybrake.MustParseRule("POST /v1/payment_intents"), "amount", "currency", true, "amount"},
+	{keybrake.MustParseRule("POST /v1/payment_intents/*/capture"), "amount_to_capture", "", false, "amount_received"},
+	{keybrake.MustParseRule("POST /v1/charges"), "amount", "currency", true, "amount"},
+	{keybrake.MustParseRule("POST /v1/charges/*/capture"), "amount", "", false, "amount_captured"},
+	{keybrake.MustParseRule("POST /v1/refunds"), "amount", "currency", false, "amount"},
+	{keybrake.MustParseRule("POST /v1/transfers"), "amount", "currency", true, "amount"},
+	{keybrake.MustParseRule("POST /v1/payouts"), "amount", "currency", true, "amount"},
 }
 
 // detail is carried from Prepare to Settle.

@@ -10,18 +10,10 @@ import (
 	"github.com/keybrake/keybrake/pricing"
 )
 
-func mustRule(s string) keybrake.Rule {
-	r, err := keybrake.ParseRule(s)
-	if err != nil {
-		panic(err)
-	}
-	return r
-}
-
 // The calls that cost money by their content.
 var (
-	createMessage = mustRule("POST /2010-04-01/Accounts/*/Messages.json")
-	createCall    = mustRule("POST /2010-04-01/Accounts/*/Calls.json")
+	createMessage = keybrake.MustParseRule("POST /2010-04-01/Accounts/*/Messages.json")
+	createCall    = keybrake.MustParseRule("POST /2010-04-01/Accounts/*/Calls.json")
 )
 
 const formType = "application/x-www-form-urlencoded"

@@ -54,7 +54,7 @@ type Decision struct {
 	// attempt with the same Idempotency-Key whose outcome was unknown.
 	RetryOf int64
 
-	Key    *Key // nil for an unknown key
+	Key    *Key // nil for an unknown key; its state and caps only (no Rules or Metadata)
 	Status KeyStatus
 	Usage  Usage // after this decision
 }

@@ -62,6 +62,40 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 	return &k, u, nil
 }
 
+// keyStateColumns are what a decision needs of a key: its status, caps and
+// counters. The policy (rules, metadata) is not re-read or re-parsed on the
+// hot path: the proxy matched the rules already, and they never change.
+const keyStateColumns = `id, vendor, daily_cap, total_cap, max_per_call, agent_run_label,
+	created_at, expires_at, revoked_at, spent, reserved, calls, denied_calls`
+
+// scanKeyState reads keyStateColumns: a key without its Rules and Metadata.
+func scanKeyState(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
+	var (
+		k                 keybrake.Key
+		u                 keybrake.Usage
+		created, expires  int64
+		revoked           sql.NullInt64
+		daily, total, per int64
+		spent, reserved   int64
+	)
+	err := row.Scan(&k.ID, &k.Vendor, &daily, &total, &per, &k.AgentRunLabel, &created, &expires, &revoked,
+		&spent, &reserved, &u.Calls, &u.DeniedCalls)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, u, keybrake.ErrNotFound
+	}
+	if err != nil {
+		return nil, u, err
+	}
+	k.DailyCap, k.TotalCap, k.MaxPerCall = keybrake.Micros(daily), keybrake.Micros(total), keybrake.Micros(per)
+	u.Spent, u.Reserved = keybrake.Micros(spent), keybrake.Micros(reserved)
+	k.CreatedAt, k.ExpiresAt = fromMicros(created), fromMicros(expires)
+	if revoked.Valid {
+		t := fromMicros(revoked.Int64)
+		k.RevokedAt = &t
+	}
+	return &k, u, nil
+}
+
 // CreateKey stores a new key. The store's clock sets CreatedAt and
 // ExpiresAt = CreatedAt + ttl, so replicas agree on expiry.
 func (s *Store) CreateKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration) (*keybrake.Key, error) {

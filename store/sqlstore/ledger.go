@@ -99,7 +99,7 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		}
 		return deny(nil, e, 0)
 	}
-	k, u, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = $1`+s.dialect.LockKey, a.KeyID))
+	k, u, err := scanKeyState(tx.QueryRowContext(ctx, `SELECT `+keyStateColumns+` FROM keys WHERE id = $1`+s.dialect.LockKey, a.KeyID))
 	if errors.Is(err, keybrake.ErrNotFound) {
 		a.KeyID = ""
 		return deny(nil, keybrake.Errorf(keybrake.CodeInvalidVaultKey, "vault key is not valid"), 0)

@@ -65,21 +65,13 @@ type Decimal string
 
 // UnmarshalJSON accepts 500, 49.99, "500" or "49.99".
 func (d *Decimal) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*d = Decimal(strings.TrimSpace(s))
-		return nil
-	}
-	if string(b) == "null" {
-		*d = ""
-		return nil
+	text, quoted, err := jsonScalar(b)
+	if err != nil || quoted || text == "" {
+		*d = Decimal(text)
+		return err
 	}
 	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
+	if err := json.Unmarshal([]byte(text), &n); err != nil {
 		return fmt.Errorf("want a number or a decimal string, got %s", b)
 	}
 	*d = Decimal(n.String())
@@ -91,25 +83,36 @@ type Duration string
 
 // UnmarshalJSON accepts "2h" or 7200.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*d = Duration(strings.TrimSpace(s))
-		return nil
+	text, quoted, err := jsonScalar(b)
+	if err != nil || quoted || text == "" {
+		*d = Duration(text)
+		return err
 	}
-	if string(b) == "null" {
-		*d = ""
-		return nil
-	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
+	n, err := strconv.ParseInt(text, 10, 64)
 	if err != nil {
 		return fmt.Errorf("want a duration such as \"2h\" or a whole number of seconds, got %s", b)
 	}
 	*d = Duration(strconv.FormatInt(n, 10) + "s")
 	return nil
+}
+
+// jsonScalar reads a JSON value that may be a string or a bare literal:
+// a string's trimmed content (quoted=true), "" for null, else the literal
+// text for the caller to parse.
+func jsonScalar(b []byte) (text string, quoted bool, err error) {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return "", true, err
+		}
+		return strings.TrimSpace(s), true, nil
+	case string(b) == "null":
+		return "", false, nil
+	default:
+		return string(b), false, nil
+	}
 }
 
 // IssueInput is the seed's IssueVaultKey Parameters.

@@ -3,9 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +30,6 @@ func TestKill9LosesNoSpend(t *testing.T) {
 
 	const capUSD = 120
 	var key *client.Key
-	var seq atomic.Int64
 	unknownSeen := 0
 	check := func(p *kbtest.Proc, round int) {
 		t.Helper()
@@ -78,38 +74,14 @@ func TestKill9LosesNoSpend(t *testing.T) {
 		}
 		// Load: 24 workers charging $1 each with unique idempotency keys
 		// until the process dies under them.
-		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
-		var wg sync.WaitGroup
-		var sent atomic.Int64
-		for w := 0; w < 24; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					req, _ := http.NewRequest("POST", p.URL()+"/v1/payment_intents", strings.NewReader("amount=100&currency=usd"))
-					req.Header.Set("Authorization", "Bearer "+key.VaultKey)
-					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-					req.Header.Set("Idempotency-Key", fmt.Sprintf("crash-%d", seq.Add(1)))
-					resp, err := hc.Do(req)
-					if err != nil {
-						return // the process is gone
-					}
-					resp.Body.Close()
-					sent.Add(1)
-					if resp.StatusCode == 429 {
-						time.Sleep(10 * time.Millisecond)
-					}
-				}
-			}()
-		}
+		wait, sent := chargeUntilGone(p.URL(), key.VaultKey, fmt.Sprintf("crash-r%d-", round), 24)
 		// Kill once the vendor is busy with this round's traffic.
 		start := stripe.Requests()
 		for stripe.Requests() < start+30 && sent.Load() < 400 {
 			time.Sleep(2 * time.Millisecond)
 		}
 		p.Kill()
-		wg.Wait()
-		hc.CloseIdleConnections()
+		wait()
 	}
 	p := kbtest.Serve(t, env)
 	check(p, 4)

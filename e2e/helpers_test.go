@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,4 +127,37 @@ func mistype(key string) string {
 		repl = 'y'
 	}
 	return key[:len(key)-1] + string(repl)
+}
+
+// chargeUntilGone drives a keybrake serve process the way a fan-out does:
+// workers send $1 charges, each with a fresh Idempotency-Key (prefix-N),
+// until the process stops answering. It returns a wait for the workers and
+// the count of answers received.
+func chargeUntilGone(baseURL, vaultKey, prefix string, workers int) (wait func(), answered *atomic.Int64) {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * workers}, Timeout: 30 * time.Second}
+	answered = new(atomic.Int64)
+	var seq atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				req, _ := http.NewRequest("POST", baseURL+"/v1/payment_intents", strings.NewReader("amount=100&currency=usd"))
+				req.Header.Set("Authorization", "Bearer "+vaultKey)
+				req.Header.Set("Content-Type", formCT)
+				req.Header.Set("Idempotency-Key", prefix+strconv.FormatInt(seq.Add(1), 10))
+				resp, err := hc.Do(req)
+				if err != nil {
+					return // the process is gone
+				}
+				resp.Body.Close()
+				answered.Add(1)
+				if resp.StatusCode == http.StatusTooManyRequests {
+					time.Sleep(10 * time.Millisecond) // at the cap: keep the pressure, not a spin
+				}
+			}
+		}()
+	}
+	return func() { wg.Wait(); hc.CloseIdleConnections() }, answered
 }

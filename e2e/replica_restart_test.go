@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,31 +45,12 @@ func TestReplicaRestartRecoversItsCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 30 * time.Second}
-	var wg sync.WaitGroup
-	var seq atomic.Int64
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				req, _ := http.NewRequest("POST", p.URL()+"/v1/payment_intents", strings.NewReader("amount=100&currency=usd"))
-				req.Header.Set("Authorization", "Bearer "+k.VaultKey)
-				req.Header.Set("Content-Type", formCT)
-				req.Header.Set("Idempotency-Key", fmt.Sprintf("restart-%d", seq.Add(1)))
-				resp, err := hc.Do(req)
-				if err != nil {
-					return
-				}
-				resp.Body.Close()
-			}
-		}()
-	}
+	wait, _ := chargeUntilGone(p.URL(), k.VaultKey, "restart-", 16)
 	for stripe.Requests() < 40 {
 		time.Sleep(2 * time.Millisecond)
 	}
 	p.Kill()
-	wg.Wait()
+	wait()
 
 	p = kbtest.Serve(t, env) // same name: it may take it back at once
 	admin := client.New(p.URL(), kbtest.AdminToken)

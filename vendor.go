@@ -142,3 +142,17 @@ func Aim(out *http.Request, base *url.URL, p *Prepared) {
 	out.URL.RawPath = ""
 	out.Host = base.Host
 }
+
+// CheckPricedBody refuses what would let a call priced from its body carry
+// something the price did not see: a compressed body (the vendor would
+// decompress what Keybrake could not read) or query parameters (the vendor
+// could read them as parameters). Vendors call it before pricing a body.
+func CheckPricedBody(req *VendorRequest) error {
+	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		return Errorf(CodeUnpriceableRequest, "Content-Encoding %q: priced endpoints need an uncompressed body", enc)
+	}
+	if req.Query != "" {
+		return Errorf(CodeUnpriceableRequest, "query parameters are not accepted on %s %s: the vendor could read them as parameters Keybrake did not price", req.Method, req.Path)
+	}
+	return nil
+}

@@ -57,11 +57,8 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 		return p, nil
 	}
 	p.Priced = true
-	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-		return nil, unpriceable("Content-Encoding %q: priced endpoints need an uncompressed body", enc)
-	}
-	if req.Query != "" {
-		return nil, unpriceable("query parameters are not accepted on %s", req.Path)
+	if err := keybrake.CheckPricedBody(req); err != nil {
+		return nil, err
 	}
 	if ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); ct != "application/json" {
 		return nil, unpriceable("Resend takes JSON bodies (Content-Type application/json), got %q", ct)

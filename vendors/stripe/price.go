@@ -72,11 +72,8 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 	}
 	if ep != nil {
 		p.Priced = true
-		if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-			return nil, unpriceable("Content-Encoding %q: priced endpoints need an uncompressed body", enc)
-		}
-		if req.Query != "" {
-			return nil, unpriceable("query parameters are not accepted on %s: Stripe would read them as parameters Keybrake did not price", ep.rule)
+		if err := keybrake.CheckPricedBody(req); err != nil {
+			return nil, err
 		}
 	}
 

@@ -66,11 +66,8 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 		return p, nil
 	}
 	d.priced, p.Priced = true, true
-	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-		return nil, unpriceable("Content-Encoding %q: priced endpoints need an uncompressed body", enc)
-	}
-	if req.Query != "" {
-		return nil, unpriceable("query parameters are not accepted on %s: Twilio could read them as parameters Keybrake did not price", req.Path)
+	if err := keybrake.CheckPricedBody(req); err != nil {
+		return nil, err
 	}
 	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if ct != formType && ct != "" {

@@ -35,6 +35,10 @@ type Key struct {
 	CreatedAt     time.Time         `json:"created_at"`
 	ExpiresAt     time.Time         `json:"expires_at"`
 	RevokedAt     *time.Time        `json:"revoked_at,omitempty"`
+
+	// AlertThresholds are percents of the daily cap at which a
+	// key.spend_threshold event fires (see NormalizeThresholds); none: off.
+	AlertThresholds []int `json:"alert_thresholds"`
 }
 
 // StatusAt is the key's status at the given instant.

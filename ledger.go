@@ -116,6 +116,10 @@ type CallFilter struct {
 	Outcome       Outcome // empty: any
 	Limit         int
 	Cursor        string
+
+	// Since and Until bound the audit time (Since <= at < Until); zero
+	// values leave that side open.
+	Since, Until time.Time
 }
 
 // Page bounds for listings.

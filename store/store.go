@@ -39,5 +39,31 @@ type Store interface {
 	ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybrake.Call, string, error)
 	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
 
+	Reports
+	Outbox
+
 	Close() error
+}
+
+// Reports are the spend reports, the audit export and the store-wide
+// gauges /metrics reads at scrape time.
+type Reports interface {
+	ReportRuns(ctx context.Context, f keybrake.RunsFilter) ([]keybrake.RunRow, string, error)
+	ReportAgents(ctx context.Context, f keybrake.AgentsFilter) ([]keybrake.AgentRow, error)
+	ReportDaily(ctx context.Context, f keybrake.DailyFilter) (*keybrake.DailyReport, error)
+	ReportAnomalies(ctx context.Context, f keybrake.AnomalyFilter) ([]keybrake.AnomalyRow, error)
+	ExportCalls(ctx context.Context, f keybrake.CallFilter, each func(*keybrake.Call) error) error
+	Gauges(ctx context.Context) (*keybrake.Gauges, error)
+}
+
+// Outbox is the webhooks, their subscriptions and the events waiting for
+// delivery. Events themselves are written by the ledger's own transactions.
+type Outbox interface {
+	CreateWebhook(ctx context.Context, w *keybrake.Webhook, sealedSecret string) (*keybrake.Webhook, error)
+	ListWebhooks(ctx context.Context) ([]*keybrake.Webhook, error)
+	DeleteWebhook(ctx context.Context, id string) (*keybrake.Webhook, error)
+	ListDeliveries(ctx context.Context, webhookID string, limit int, cursor string) ([]*keybrake.Delivery, string, error)
+	ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, limit int) ([]*keybrake.Outgoing, error)
+	RecordAttempt(ctx context.Context, deliveryID int64, owner string, r keybrake.AttemptResult) error
+	DetectAnomalies(ctx context.Context, f keybrake.AnomalyFilter) (int, error)
 }

@@ -103,6 +103,8 @@ func Dialect() sqlstore.Dialect {
 		Unavailable:   Unavailable,
 		Writable:      writable,
 		ClaimInstance: claimInstance,
+		StrPos:        "strpos",
+		SkipLocked:    " FOR UPDATE SKIP LOCKED",
 	}
 }
 

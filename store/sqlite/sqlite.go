@@ -96,6 +96,7 @@ func Open(ctx context.Context, path string, opt Options) (*sqlstore.Store, error
 			return clock().UTC(), nil
 		},
 		Unavailable: unavailable,
+		StrPos:      "instr",
 	})
 	if unlock != nil {
 		s.OnClose(unlock)

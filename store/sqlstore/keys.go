@@ -16,7 +16,7 @@ import (
 
 const keyColumns = `id, vendor, daily_cap, total_cap, max_per_call, rules, agent_run_label,
 	agent_name, metadata, issuer_id, created_at, expires_at, revoked_at,
-	spent, reserved, calls, denied_calls`
+	spent, reserved, calls, denied_calls, alert_thresholds`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -30,10 +30,11 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 		revoked           sql.NullInt64
 		daily, total, per int64
 		spent, reserved   int64
+		thresholds        string
 	)
 	err := row.Scan(&k.ID, &k.Vendor, &daily, &total, &per, &rules, &k.AgentRunLabel,
 		&k.AgentName, &meta, &k.IssuerID, &created, &expires, &revoked,
-		&spent, &reserved, &u.Calls, &u.DeniedCalls)
+		&spent, &reserved, &u.Calls, &u.DeniedCalls, &thresholds)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, u, keybrake.ErrNotFound
 	}
@@ -58,6 +59,9 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 	if revoked.Valid {
 		t := fromMicros(revoked.Int64)
 		k.RevokedAt = &t
+	}
+	if k.AlertThresholds, err = parseThresholds(thresholds); err != nil {
+		return nil, u, fmt.Errorf("key %s: stored alert thresholds: %w", k.ID, err)
 	}
 	return &k, u, nil
 }
@@ -110,16 +114,20 @@ func (s *Store) CreateKey(ctx context.Context, k *keybrake.Key, secretHash strin
 		}
 	}
 	out := *k
+	thresholds, err := formatThresholds(k.AlertThresholds)
+	if err != nil {
+		return nil, err
+	}
 	err = s.tx(ctx, "create key", func(tx *sql.Tx, now time.Time) error {
 		out.CreatedAt = now.UTC().Truncate(time.Microsecond)
 		out.ExpiresAt = out.CreatedAt.Add(ttl)
 		out.RevokedAt = nil
 		_, err := tx.ExecContext(ctx, `INSERT INTO keys (id, secret_hash, vendor, daily_cap, total_cap,
-			max_per_call, rules, agent_run_label, agent_name, metadata, issuer_id, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			max_per_call, rules, agent_run_label, agent_name, metadata, issuer_id, created_at, expires_at, alert_thresholds)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			out.ID, secretHash, out.Vendor, int64(out.DailyCap), int64(out.TotalCap), int64(out.MaxPerCall),
 			string(rules), out.AgentRunLabel, out.AgentName, string(meta), out.IssuerID,
-			micros(out.CreatedAt), micros(out.ExpiresAt))
+			micros(out.CreatedAt), micros(out.ExpiresAt), thresholds)
 		return err
 	})
 	if err != nil {
@@ -260,12 +268,14 @@ func (s *Store) ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake
 func (s *Store) RevokeKey(ctx context.Context, id string) (*keybrake.Key, error) {
 	var k *keybrake.Key
 	err := s.tx(ctx, "revoke key", func(tx *sql.Tx, now time.Time) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, micros(now), id); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, micros(now), id)
+		if err != nil {
 			return err
 		}
-		var err error
-		k, _, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = $1`, id))
-		return err
+		if k, _, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = $1`, id)); err != nil {
+			return err
+		}
+		return s.revokedEvent(ctx, tx, now, res, k)
 	})
 	return k, err
 }

@@ -143,6 +143,9 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		}
 		if capName != "" {
 			d.CapName, d.Cap, d.Requested = capName, capValue, a.Estimate
+			if err := s.capExhaustedEvent(ctx, tx, now, day, d); err != nil {
+				return err
+			}
 			return deny(k, keybrake.Errorf(keybrake.CodeCapExhausted,
 				"%s cap of $%s would be exceeded: $%s already spent or reserved, this call needs $%s",
 				capName, capValue, used, a.Estimate), 0)
@@ -155,6 +158,9 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		return err
 	}
 	if err := s.adjust(ctx, tx, k.ID, day, 0, a.Estimate, 1); err != nil {
+		return err
+	}
+	if err := s.spendEvents(ctx, tx, now, k.ID, day, a.Estimate); err != nil {
 		return err
 	}
 	if claim {
@@ -358,6 +364,9 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 			return err
 		}
 		if err := s.adjust(ctx, tx, keyID, day, dSpent, dReserved, 0); err != nil {
+			return err
+		}
+		if err := s.spendEvents(ctx, tx, now, keyID, day, dSpent+dReserved); err != nil {
 			return err
 		}
 		if idemKey != "" {

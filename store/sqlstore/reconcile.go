@@ -78,6 +78,9 @@ func (s *Store) Reconcile(ctx context.Context, callID int64, cost keybrake.Micro
 			int64(cost), reconcileDone, callID); err != nil {
 			return err
 		}
-		return s.adjust(ctx, tx, keyID, day, cost-keybrake.Micros(actual), 0, 0)
+		if err := s.adjust(ctx, tx, keyID, day, cost-keybrake.Micros(actual), 0, 0); err != nil {
+			return err
+		}
+		return s.spendEvents(ctx, tx, now, keyID, day, cost-keybrake.Micros(actual))
 	})
 }

@@ -51,6 +51,7 @@ func (s *Store) ListCalls(ctx context.Context, f keybrake.CallFilter) ([]*keybra
 	if f.Outcome != "" {
 		where = append(where, "outcome = "+arg(string(f.Outcome)))
 	}
+	where = append(where, timeBounds(f.Since, f.Until, arg)...)
 	if f.Cursor != "" {
 		id, err := decodeIDCursor(f.Cursor)
 		if err != nil {

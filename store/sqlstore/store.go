@@ -40,6 +40,14 @@ type Dialect struct {
 	// dropped by the server when the process dies). SQLite needs none: one
 	// process owns the file.
 	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (release func() error, err error)
+
+	// StrPos names the SQL function (haystack, needle) → 1-based position
+	// of needle, 0 if absent: instr on SQLite, strpos on PostgreSQL.
+	StrPos string
+	// SkipLocked is appended to the SELECT that claims outbox rows
+	// (" FOR UPDATE SKIP LOCKED" on PostgreSQL, so replicas claim different
+	// rows without waiting on each other; SQLite serialises writers).
+	SkipLocked string
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.

@@ -176,6 +176,9 @@ const maxAnomalyCandidates = 500
 // ledger's write lock; the marker and the event are then written together,
 // once per run however many replicas detect it.
 func (s *Store) DetectAnomalies(ctx context.Context, f keybrake.AnomalyFilter) (int, error) {
+	if f.Factor == 0 {
+		f.Factor = keybrake.DefaultAnomalyFactor
+	}
 	var subscribed bool
 	err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_subscriptions s JOIN webhooks w ON w.id = s.webhook_id
 		WHERE w.deleted_at IS NULL AND s.event_type IN ($1, '*'))`, string(keybrake.EventRunSpendAnomaly)).Scan(&subscribed)

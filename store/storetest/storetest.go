@@ -67,6 +67,13 @@ func Run(t *testing.T, open Opener) {
 		{"IssuerTokens", testIssuerTokens},
 		{"ListCalls", testListCalls},
 		{"RunSummary", testRunSummary},
+		{"SpendThresholdEvents", testSpendThresholdEvents},
+		{"CapAndRevokeEvents", testCapAndRevokeEvents},
+		{"Outbox", testOutbox},
+		{"ReportRuns", testReportRuns},
+		{"ReportAnomalies", testReportAnomalies},
+		{"ReportDaily", testReportDaily},
+		{"ExportAndGauges", testExportAndGauges},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -33,7 +33,7 @@ CREATE TABLE webhooks (
     events      TEXT NOT NULL,
     secret      TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
-    deleted_at  INTEGER
+    deleted_at  BIGINT
 );
 CREATE TABLE webhook_subscriptions (
     event_type TEXT NOT NULL,

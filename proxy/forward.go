@@ -57,7 +57,7 @@ var strippedRequestHeaders = []string{
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), p.cfg.UpstreamTimeout)
 	defer cancel()
-	c.upstream = ctx
+	c.upstream, c.sent = ctx, time.Now()
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 	p.rp.ServeHTTP(w, r)
 }
@@ -192,6 +192,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 func (p *Proxy) settle(c *call, st keybrake.Settlement) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), SettleTimeout)
 	defer cancel()
+	p.observeUpstream(c)
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
 	if st.Outcome == keybrake.OutcomeUnknown {
 		c.actual = c.prepared.Estimate

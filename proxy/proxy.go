@@ -52,6 +52,8 @@ type Config struct {
 	// Instance names this process in pending audit rows, so a replica's
 	// restart can recover its own in-flight calls.
 	Instance string
+	// Observer, when set, is told how each request ended (metrics).
+	Observer Observer
 }
 
 // Proxy is the vendor-facing handler.
@@ -122,6 +124,7 @@ type call struct {
 	prepared *keybrake.Prepared
 	decision keybrake.Decision
 	upstream context.Context
+	sent     time.Time // when the call went to the vendor
 
 	// filled as the request ends
 	status   int

@@ -135,6 +135,7 @@ func (kc *keyCache) put(hash string, k *keybrake.Key) {
 // logCall writes the one log line of a proxied request. Its fields are an
 // allow-list: no header values, no bodies, no query strings, no secrets.
 func (p *Proxy) logCall(c *call) {
+	p.observe(c)
 	attrs := []slog.Attr{
 		slog.String("method", c.method),
 		slog.String("path", truncate(c.path, 256)),

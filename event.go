@@ -201,11 +201,11 @@ type Delivery struct {
 
 // DeliveryAttempt is one recorded attempt to deliver an event.
 type DeliveryAttempt struct {
-	N        int           `json:"attempt"`
-	At       time.Time     `json:"at"`
-	Status   int           `json:"status,omitempty"`
-	Error    string        `json:"error,omitempty"`
-	Duration time.Duration `json:"-"`
+	N          int       `json:"attempt"`
+	At         time.Time `json:"at"`
+	Status     int       `json:"status,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	DurationMS int64     `json:"duration_ms"`
 }
 
 // Outgoing is a claimed delivery: what the worker needs to send it.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/webhooks"
 )
 
 // Store is what the admin API needs from the ledger.
@@ -29,6 +30,9 @@ type Store interface {
 	TokenByHash(ctx context.Context, secretHash string) (*keybrake.IssuerToken, error)
 	ListTokens(ctx context.Context) ([]*keybrake.IssuerToken, error)
 	RevokeToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
+
+	reportStore
+	webhookStore
 }
 
 // VendorInfo is what key issuance checks against: a vendor's name, whether
@@ -48,6 +52,12 @@ type Config struct {
 	// MaxExpiresIn caps expires_in (default 24h).
 	MaxExpiresIn time.Duration
 	Logger       *slog.Logger
+
+	// Sealer keeps webhook secrets (sealed at rest when it has a key); nil
+	// stores them plain.
+	Sealer *webhooks.Sealer
+	// WebhookDenyPrivate refuses webhook URLs on private or local addresses.
+	WebhookDenyPrivate bool
 }
 
 // API is the admin HTTP handler.
@@ -72,6 +82,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Sealer == nil {
+		cfg.Sealer, _ = webhooks.NewSealer(nil)
+	}
 	a := &API{cfg: cfg, vendors: map[string]VendorInfo{}, mux: http.NewServeMux(), log: cfg.Logger}
 	for _, v := range cfg.Vendors {
 		a.vendors[v.Name()] = v
@@ -87,6 +100,8 @@ func New(cfg Config) (*API, error) {
 	a.mux.HandleFunc("POST /vault/tokens", adminOnly(a.createToken))
 	a.mux.HandleFunc("GET /vault/tokens", adminOnly(a.listTokens))
 	a.mux.HandleFunc("DELETE /vault/tokens/{token_id}", adminOnly(a.revokeToken))
+	a.routeReports()
+	a.routeWebhooks()
 	a.mux.HandleFunc("/vault/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, keybrake.Errorf(keybrake.CodeNotFound, "no admin route %s %s", r.Method, r.URL.Path))
 	})

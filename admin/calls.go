@@ -24,6 +24,14 @@ func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 		KeyID: q.Get("key_id"), AgentRunLabel: q.Get("agent_run_label"),
 		Outcome: keybrake.Outcome(q.Get("outcome")), Limit: limit, Cursor: q.Get("cursor"),
 	}
+	if e := callBounds(r, &f); e != nil {
+		writeError(w, e)
+		return
+	}
+	if format := q.Get("format"); format != "" && format != "json" {
+		a.exportCalls(w, r, f, format)
+		return
+	}
 	calls, next, err := a.cfg.Store.ListCalls(r.Context(), f)
 	if err != nil {
 		a.storeError(w, "calls", err)

@@ -26,6 +26,8 @@ type IssueRequest struct {
 	TotalUSDCap      json.RawMessage   `json:"total_usd_cap"`
 	MaxUSDPerCall    json.RawMessage   `json:"max_usd_per_call"`
 	Metadata         map[string]string `json:"metadata"`
+
+	AlertThresholds *[]int `json:"alert_thresholds"` // absent: the default; []: none
 }
 
 // Limits on free-text fields of a key.
@@ -62,6 +64,8 @@ type KeyJSON struct {
 	RemainingUSD     *keybrake.Micros   `json:"remaining_usd,omitempty"`
 	Calls            *int64             `json:"calls,omitempty"`
 	DeniedCalls      *int64             `json:"denied_calls,omitempty"`
+
+	AlertThresholds []int `json:"alert_thresholds"`
 }
 
 func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
@@ -69,6 +73,7 @@ func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
 		ID: k.ID, Vendor: k.Vendor, Status: status, DailyUSDCap: k.DailyCap,
 		AllowedEndpoints: k.Rules.Strings(), AgentRunLabel: k.AgentRunLabel, AgentName: k.AgentName,
 		Metadata: k.Metadata, IssuerID: k.IssuerID, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
+		AlertThresholds: nonNil(k.AlertThresholds),
 	}
 	if k.TotalCap > 0 {
 		out.TotalUSDCap = &k.TotalCap
@@ -184,6 +189,9 @@ func (a *API) ValidateIssue(req *IssueRequest) (*keybrake.Key, time.Duration, *k
 	}
 	if len(req.Metadata) > 0 {
 		k.Metadata = req.Metadata
+	}
+	if k.AlertThresholds, err = alertThresholds(req.AlertThresholds); err != nil {
+		return nil, 0, err
 	}
 	return k, ttl, nil
 }

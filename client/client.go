@@ -90,6 +90,10 @@ type IssueParams struct {
 	TotalUSDCap      string            `json:"total_usd_cap,omitempty"`
 	MaxUSDPerCall    string            `json:"max_usd_per_call,omitempty"`
 	Metadata         map[string]string `json:"metadata,omitempty"`
+
+	// AlertThresholds: nil takes the server's default ([50, 80, 100]);
+	// a pointer to an empty list turns the alerts off.
+	AlertThresholds *[]int `json:"alert_thresholds,omitempty"`
 }
 
 // IssueKey creates a vault key. The secret is in the answer's VaultKey and
@@ -140,6 +144,9 @@ type ListCallsParams struct {
 	Outcome       string
 	Limit         int
 	Cursor        string
+
+	// Since and Until bound the audit time: RFC 3339 or YYYY-MM-DD.
+	Since, Until string
 }
 
 // ListCalls reads audit rows, newest first.
@@ -149,6 +156,8 @@ func (c *Client) ListCalls(ctx context.Context, p ListCallsParams) (*Page[Call],
 	set(q, "agent_run_label", p.AgentRunLabel)
 	set(q, "outcome", p.Outcome)
 	set(q, "cursor", p.Cursor)
+	set(q, "since", p.Since)
+	set(q, "until", p.Until)
 	if p.Limit > 0 {
 		q.Set("limit", strconv.Itoa(p.Limit))
 	}
@@ -200,18 +209,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("reading the answer: %v", err)}
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode}
-		var eb struct {
-			Code    keybrake.Code `json:"code"`
-			Message string        `json:"message"`
-			Field   string        `json:"field"`
-		}
-		if json.Unmarshal(data, &eb) == nil && eb.Code != "" {
-			e.Code, e.Message, e.Field = eb.Code, eb.Message, eb.Field
-		} else {
-			e.Message = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-		}
-		return e
+		return errorFrom(resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -220,6 +218,22 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("decoding the answer: %v", err)}
 	}
 	return nil
+}
+
+// errorFrom reads an API refusal.
+func errorFrom(status int, data []byte) *Error {
+	e := &Error{Status: status}
+	var eb struct {
+		Code    keybrake.Code `json:"code"`
+		Message string        `json:"message"`
+		Field   string        `json:"field"`
+	}
+	if json.Unmarshal(data, &eb) == nil && eb.Code != "" {
+		e.Code, e.Message, e.Field = eb.Code, eb.Message, eb.Field
+	} else {
+		e.Message = fmt.Sprintf("HTTP %d: %s", status, strings.TrimSpace(string(data)))
+	}
+	return e
 }
 
 // Token is an issuer token as the API shows it; Token (the secret) is set

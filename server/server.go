@@ -20,8 +20,10 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/admin"
+	"github.com/keybrake/keybrake/metrics"
 	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/store"
+	"github.com/keybrake/keybrake/webhooks"
 )
 
 // Config is everything `keybrake serve` reads from flags and environment.
@@ -58,6 +60,9 @@ type Config struct {
 	Transport http.RoundTripper
 	// Clock overrides the SQLite store's clock (tests).
 	Clock func() time.Time
+
+	// Observe configures metrics, webhooks and anomaly detection.
+	Observe ObserveConfig
 }
 
 // Server is a running Keybrake.
@@ -70,6 +75,8 @@ type Server struct {
 	instance string
 
 	vendors []keybrake.Vendor
+	metrics *metrics.Metrics
+	sealer  *webhooks.Sealer
 
 	releaseInstance func() error
 
@@ -152,10 +159,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.vendors = vendors
+	if err := s.setupObserve(); err != nil {
+		return fail(err)
+	}
 
 	s.proxy, err = proxy.New(proxy.Config{
-		Ledger: st, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
+		Ledger: s.store, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
+		Observer: s.metrics,
 	})
 	if err != nil {
 		return fail(err)
@@ -164,7 +175,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for i, v := range vendors {
 		infos[i] = v
 	}
-	s.admin, err = admin.New(admin.Config{Store: st, Vendors: infos, Token: cfg.AdminToken, MaxExpiresIn: cfg.MaxExpiresIn, Logger: cfg.Logger})
+	s.admin, err = admin.New(admin.Config{Store: s.store, Vendors: infos, Token: cfg.AdminToken, MaxExpiresIn: cfg.MaxExpiresIn, Logger: cfg.Logger,
+		Sealer: s.sealer, WebhookDenyPrivate: cfg.Observe.WebhookDenyPrivate})
 	if err != nil {
 		return fail(err)
 	}
@@ -184,6 +196,10 @@ func (s *Server) Handler() http.Handler {
 		switch {
 		case uri == "/healthz":
 			s.health(w, r)
+		case isMetrics(uri) && s.cfg.AdminAddr != "":
+			notHere(w, "metrics are served on the admin listener")
+		case isMetrics(uri):
+			s.metricsEndpoint(w, r)
 		case uri == "/vault" || strings.HasPrefix(uri, "/vault/") || strings.HasPrefix(uri, "/vault?"):
 			if s.cfg.AdminAddr != "" {
 				w.Header().Set("Content-Type", "application/json")
@@ -203,6 +219,10 @@ func (s *Server) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI == "/healthz" {
 			s.health(w, r)
+			return
+		}
+		if isMetrics(r.RequestURI) {
+			s.metricsEndpoint(w, r)
 			return
 		}
 		s.admin.ServeHTTP(w, r)
@@ -237,6 +257,9 @@ func (s *Server) Start() error {
 	if s.cfg.AdminAddr != "" {
 		ls = append(ls, listener{s.cfg.AdminAddr, s.AdminHandler()})
 	}
+	if s.cfg.Observe.MetricsAddr != "" {
+		ls = append(ls, listener{s.cfg.Observe.MetricsAddr, s.MetricsHandler()})
+	}
 	for _, l := range ls {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
@@ -267,6 +290,10 @@ func (s *Server) Start() error {
 		s.bg.Add(1)
 		go s.reconcile(ctx)
 	}
+	if err := s.startObserve(ctx); err != nil {
+		s.Shutdown(context.Background()) //nolint:errcheck // already failing
+		return err
+	}
 	return nil
 }
 
@@ -274,7 +301,12 @@ func (s *Server) Start() error {
 func (s *Server) Addr() string { return s.addrs[0] }
 
 // AdminAddr is the admin API's address (the proxy's when shared).
-func (s *Server) AdminAddr() string { return s.addrs[len(s.addrs)-1] }
+func (s *Server) AdminAddr() string {
+	if s.cfg.AdminAddr != "" {
+		return s.addrs[1]
+	}
+	return s.addrs[0]
+}
 
 // sweep periodically counts calls stuck pending past any possible answer
 // (a replica that died mid-call) as unknown spend, and drops expired

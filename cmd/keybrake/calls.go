@@ -16,13 +16,18 @@ import (
 func callsCmd(g *globals) *cobra.Command {
 	var p client.ListCallsParams
 	var all bool
+	var export exportFlags
 	cmd := &cobra.Command{
 		Use:   "calls",
 		Short: "Read the audit log, newest first",
 		Example: `  keybrake calls --key vk_…
-  keybrake calls --outcome unknown      # calls whose outcome is unknown (counted as spend)`,
+  keybrake calls --outcome unknown      # calls whose outcome is unknown (counted as spend)
+  keybrake calls --since 2024-06-01 --csv > audit.csv`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if export.format() != "" {
+				return exportCalls(cmd.Context(), g, p, export.format())
+			}
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Call, error) {
 				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Call], error) {
 					p.Cursor = cursor
@@ -43,13 +48,16 @@ func callsCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.Outcome, "outcome", "", "only this outcome: forwarded, unknown, replayed, denied_cap_exhausted, …")
 	fl.IntVar(&p.Limit, "limit", 50, "rows per page")
 	fl.BoolVar(&all, "all", false, "follow pages to the end")
+	fl.StringVar(&p.Since, "since", "", "only calls at or after this time, RFC 3339 or YYYY-MM-DD")
+	fl.StringVar(&p.Until, "until", "", "only calls before this time; a day includes the whole day")
+	export.add(cmd)
 	return cmd
 }
 
 func reportCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "report AGENT_RUN_LABEL",
-		Short: "Per-run spend summary: keys, calls allowed and denied, spend by endpoint",
+	cmd := &cobra.Command{
+		Use:   "report AGENT_RUN_LABEL | runs | agents | daily | anomalies",
+		Short: "Per-run spend summary: keys, calls allowed and denied, spend by endpoint; or one of the four spend reports",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*keybrake.RunSummary, error) {
@@ -57,6 +65,8 @@ func reportCmd(g *globals) *cobra.Command {
 			}, printRunSummary)
 		},
 	}
+	cmd.AddCommand(reportSubcommands(g)...)
+	return cmd
 }
 
 // printRunSummary renders a run summary as a short report.

@@ -26,6 +26,7 @@ func keyCmd(g *globals) *cobra.Command {
 func keyIssueCmd(g *globals) *cobra.Command {
 	var p client.IssueParams
 	var meta []string
+	var alerts string
 	cmd := &cobra.Command{
 		Use:   "issue",
 		Short: "Issue a vault key (its secret is printed once)",
@@ -43,6 +44,10 @@ func keyIssueCmd(g *globals) *cobra.Command {
 					p.Metadata = map[string]string{}
 				}
 				p.Metadata[k] = v
+			}
+			var err error
+			if p.AlertThresholds, err = thresholdsFlag(alerts); err != nil {
+				return err
 			}
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Key, error) {
 				return c.IssueKey(ctx, p)
@@ -69,6 +74,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.TotalUSDCap, "total-usd-cap", "", "lifetime cap in dollars")
 	fl.StringVar(&p.MaxUSDPerCall, "max-usd-per-call", "", "largest single call in dollars")
 	fl.StringArrayVar(&meta, "metadata", nil, "key=value metadata; repeatable")
+	fl.StringVar(&alerts, "alert-thresholds", "", `percents of the daily cap that fire key.spend_threshold, e.g. 50,90; "none" for no alerts (default 50,80,100)`)
 	return cmd
 }
 

@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
 
 	root.AddCommand(serveCmd(g), demoCmd(g), keyCmd(g), callsCmd(g), reportCmd(g), tokenCmd(g), pricingCmd(g), versionCmd(g))
+	root.AddCommand(webhookCmd(g))
 	if err := root.Execute(); err != nil {
 		g.printError(err)
 		return 1

@@ -29,6 +29,7 @@ type serveFlags struct {
 	vendors             vendorFlags
 	logLevel            string
 	envErrs             []error // malformed environment values
+	observe             observeFlags
 }
 
 func serveCmd(g *globals) *cobra.Command {
@@ -47,6 +48,7 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_TWILIO_BASE_URL    Twilio's API base URL (default https://api.twilio.com)
   KEYBRAKE_RESEND_API_KEY     the real Resend API key
   KEYBRAKE_RESEND_BASE_URL    Resend's API base URL (default https://api.resend.com)
+  KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets at rest
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 
@@ -70,6 +72,7 @@ and exits 0.`,
 	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", f.envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
+	addObserveFlags(fl, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
 	return cmd
 }
@@ -87,6 +90,10 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	observe, err := f.observe.config()
+	if err != nil {
+		return err
+	}
 	cfg := server.Config{
 		Addr:              f.addr,
 		AdminAddr:         f.adminAddr,
@@ -99,6 +106,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		IdempotencyTTL:    f.idempotencyTTL,
 		ReconcileInterval: f.reconcileInterval,
 		Logger:            logger,
+		Observe:           observe,
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -109,7 +117,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(),
+	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(), "metrics_addr", srv.MetricsAddr(),
 		"db", redactDSN(f.db), "vendors", describeVendors(vendors))
 	<-ctx.Done()
 	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", f.shutdownTimeout.String())

@@ -172,12 +172,12 @@ func (s *Store) ListDeliveries(ctx context.Context, webhookID string, limit int,
 		}
 		defer arows.Close()
 		for arows.Next() {
-			var id, at, ms int64
+			var id, at int64
 			var a keybrake.DeliveryAttempt
-			if err := arows.Scan(&id, &a.N, &at, &a.Status, &a.Error, &ms); err != nil {
+			if err := arows.Scan(&id, &a.N, &at, &a.Status, &a.Error, &a.DurationMS); err != nil {
 				return err
 			}
-			a.At, a.Duration = fromMicros(at), time.Duration(ms)*time.Millisecond
+			a.At = fromMicros(at)
 			if d := byID[id]; d != nil {
 				d.Log = append(d.Log, a)
 			}

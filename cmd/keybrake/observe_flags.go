@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -74,8 +75,8 @@ func thresholdsFlag(s string) (*[]int, error) {
 	if s == "none" {
 		return &list, nil
 	}
-	for _, part := range splitList(s) {
-		n, err := strconv.Atoi(part)
+	for _, part := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
 		if err != nil {
 			return nil, fmt.Errorf("--alert-thresholds %q: want percents such as 50,80,100, or none", s)
 		}

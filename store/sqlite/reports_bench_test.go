@@ -1,0 +1,58 @@
+package sqlite_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keybrake/keybrake/store/sqlite"
+	"github.com/keybrake/keybrake/store/storetest"
+)
+
+// BenchmarkReports measures the four spend reports on 10 million audit
+// rows (KEYBRAKE_BENCH_ROWS to change it), seeded with one recursive-CTE
+// INSERT per million rows. Only with -bench:
+//
+//	go test -run '^$' -bench Reports -benchtime 3x -timeout 60m ./store/sqlite/
+func BenchmarkReports(b *testing.B) {
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	n := storetest.BenchRows(b)
+	now := time.Now().UTC()
+	start := now.AddDate(0, 0, -storetest.BenchDays).UnixMicro()
+	step := (now.UnixMicro() - start) / int64(n)
+	runs := n / storetest.BenchCallsPerRun
+	t0 := time.Now()
+	db := s.DB()
+	if _, err := db.ExecContext(b.Context(), `WITH RECURSIVE r(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM r WHERE i < $1 - 1)
+		INSERT INTO keys (id, secret_hash, vendor, daily_cap, rules, agent_run_label, agent_name, created_at, expires_at, alert_thresholds)
+		SELECT 'key-' || i, 'hash-' || i, 'stripe', 100000000, '[]', 'run-' || i, 'agent-' || (i % $2), $3 + i * $4 * $5, $3 + i * $4 * $5 + 3600000000, '[]' FROM r`,
+		runs, storetest.BenchAgents, start, step, storetest.BenchCallsPerRun); err != nil {
+		b.Fatal(err)
+	}
+	const chunk = 1_000_000
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		if _, err := db.ExecContext(b.Context(), `WITH RECURSIVE c(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM c WHERE i < $2 - 1)
+			INSERT INTO calls (at, key_id, agent_run_label, vendor, method, path, rule, outcome, code, status, estimated, actual, day)
+			SELECT $3 + i * $4, 'key-' || (i / $5), 'run-' || (i / $5),
+				CASE WHEN i % 10 = 0 THEN 'twilio' ELSE 'stripe' END, 'POST', '/v1/payment_intents', 'POST /v1/payment_intents',
+				CASE WHEN i % 20 = 1 THEN 'denied_cap_exhausted' ELSE 'forwarded' END,
+				CASE WHEN i % 20 = 1 THEN 'cap_exhausted' ELSE '' END,
+				CASE WHEN i % 20 = 1 THEN 429 ELSE 200 END,
+				CASE WHEN i % 20 = 1 THEN 0 ELSE 1000000 END,
+				CASE WHEN i % 20 = 1 THEN 0 ELSE 500000 + (i % 7) * 100000 END,
+				strftime('%Y-%m-%d', ($3 + i * $4) / 1000000, 'unixepoch')
+			FROM c`, lo, hi, start, step, storetest.BenchCallsPerRun); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(b.Context(), `ANALYZE`); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("seeded %d audit rows (%d runs) in %s", n, runs, time.Since(t0).Round(time.Second))
+	storetest.BenchReports(b, s, now)
+}

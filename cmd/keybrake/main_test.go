@@ -82,7 +82,9 @@ func TestKeyCommands(t *testing.T) {
 
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"demo", "--help"}, {"key", "--help"}, {"key", "issue", "--help"},
-		{"key", "list", "--help"}, {"key", "show", "--help"}, {"key", "revoke", "--help"}, {"calls", "--help"}, {"report", "--help"}, {"pricing", "--help"}} {
+		{"key", "list", "--help"}, {"key", "show", "--help"}, {"key", "revoke", "--help"}, {"calls", "--help"}, {"report", "--help"}, {"pricing", "--help"},
+		{"report", "runs", "--help"}, {"report", "agents", "--help"}, {"report", "daily", "--help"}, {"report", "anomalies", "--help"},
+		{"webhook", "--help"}, {"webhook", "create", "--help"}, {"webhook", "list", "--help"}, {"webhook", "delete", "--help"}, {"webhook", "deliveries", "--help"}} {
 		code, out, errOut := cli(t, args...)
 		if code != 0 || !strings.Contains(out, "Usage:") {
 			t.Errorf("%v: %d\n%s%s", args, code, out, errOut)

@@ -56,7 +56,9 @@ func BenchmarkReports(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if _, err := db.ExecContext(b.Context(), `ANALYZE`); err != nil {
+	// VACUUM sets the visibility map, as autovacuum would on a live
+	// database, so covering indexes are read without the table.
+	if _, err := db.ExecContext(b.Context(), `VACUUM ANALYZE`); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("seeded %d audit rows (%d runs) in %s", n, runs, time.Since(t0).Round(time.Second))

@@ -107,6 +107,12 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 	if err != nil {
 		return err
 	}
+	// Time is read once the key's row is locked, so a decision and a
+	// revoke are stamped in the order they held the key (see RevokeKey).
+	if now, err = s.dialect.Now(ctx, tx); err != nil {
+		return err
+	}
+	day = Day(now)
 	if err := dayUsage(ctx, tx, k.ID, day, &u); err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/client"
+	"github.com/keybrake/keybrake/internal/kbtest"
 	"github.com/keybrake/keybrake/internal/sandbox"
 )
 
@@ -292,4 +293,29 @@ func allCalls(t testing.TB, admin *client.Client, p client.ListCallsParams) []cl
 		}
 		p.Cursor = page.NextCursor
 	}
+}
+
+// slowStripe is the sandbox Stripe answering after delay, so calls are at
+// the vendor when the drill strikes.
+func slowStripe(t testing.TB, delay time.Duration) (*sandbox.Stripe, string) {
+	s := sandbox.NewStripe(kbtest.StripeSecret)
+	return s, startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		s.ServeHTTP(w, r)
+	}))
+}
+
+func serveEnv(db, upstream string, kv ...string) []string {
+	return kbtest.EnvVars(append([]string{"KEYBRAKE_DB", db, "KEYBRAKE_ADMIN_TOKEN", kbtest.AdminToken,
+		"KEYBRAKE_STRIPE_SECRET_KEY", kbtest.StripeSecret, "KEYBRAKE_STRIPE_BASE_URL", upstream}, kv...)...)
+}
+
+func issueCharges(t testing.TB, p *kbtest.Proc, capUSD string) *client.Key {
+	t.Helper()
+	k, err := client.New(p.AdminURL(), kbtest.AdminToken).IssueKey(context.Background(), client.IssueParams{
+		Vendor: "stripe", DailyUSDCap: capUSD, ExpiresIn: "1h", AllowedEndpoints: []string{"POST /v1/payment_intents"}})
+	if err != nil {
+		t.Fatalf("issue key: %v", err)
+	}
+	return k
 }

@@ -48,6 +48,9 @@ type Config struct {
 	MaxExpiresIn    time.Duration
 	UpstreamTimeout time.Duration
 	IdempotencyTTL  time.Duration
+	// DecisionTimeout bounds each store step of a call before it is
+	// forwarded (default proxy.DefaultDecisionTimeout).
+	DecisionTimeout time.Duration
 	// ReconcileInterval, when set, runs the reconciler: calls settled at
 	// their estimate because the vendor states the cost only later (Twilio
 	// messages) are repriced from the vendor's final figure. Off by default.
@@ -156,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.proxy, err = proxy.New(proxy.Config{
 		Ledger: st, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
+		DecisionTimeout: cfg.DecisionTimeout,
 	})
 	if err != nil {
 		return fail(err)

@@ -319,3 +319,14 @@ func issueCharges(t testing.TB, p *kbtest.Proc, capUSD string) *client.Key {
 	}
 	return k
 }
+
+// logLines keeps the lines of logs that contain part.
+func logLines(logs, part string) string {
+	var out []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, part) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -102,6 +102,7 @@ func Dialect() sqlstore.Dialect {
 		LockKey:       " FOR UPDATE",
 		Unavailable:   Unavailable,
 		Writable:      writable,
+		CannotWrite:   cannotWrite,
 		ClaimInstance: claimInstance,
 	}
 }
@@ -340,4 +341,24 @@ func claimInstance(ctx context.Context, db *sql.DB, instance string) (func() err
 		_, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
 		return errors.Join(err, conn.Close())
 	}, nil
+}
+
+// cannotWrite reports the errors after which no write can commit, whatever
+// it is: a full disk, memory exhausted, an I/O error, a read-only
+// database. Lock and statement timeouts, deadlocks and lost connections
+// are not: the first three are contention on a key, and an unreachable
+// database fails Ping by itself.
+func cannotWrite(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch {
+	case pe.Code == "53100", // disk_full
+		pe.Code == "53200",  // out_of_memory
+		pe.Code[:2] == "58", // system error: I/O
+		pe.Code == "25006":  // read_only_sql_transaction
+		return true
+	}
+	return false
 }

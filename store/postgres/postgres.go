@@ -18,6 +18,7 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -30,7 +31,6 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/store/sqlstore"
 )
 
@@ -62,6 +62,11 @@ type Options struct {
 	// database host that stops answering altogether (server-side timeouts
 	// cannot fire then). Default StatementTimeout + 5s.
 	QueryTimeout time.Duration
+	// Logger receives what the store does on its own: losing and taking
+	// back a replica name (ClaimInstance). Default: discarded.
+	Logger *slog.Logger
+
+	timings timings // of the instance-name protocol (tests shorten them)
 }
 
 // Open connects to the PostgreSQL database at url (postgres://… or
@@ -91,19 +96,21 @@ func Open(ctx context.Context, rawURL string, opt Options) (*sqlstore.Store, err
 		db.Close()
 		return nil, err
 	}
-	return sqlstore.New(db, db, Dialect()), nil
+	d := Dialect()
+	d.ClaimInstance = claimer(cfg, opt.Logger, opt.timings)
+	return sqlstore.New(db, db, d), nil
 }
 
 // Dialect is the PostgreSQL flavour of the shared ledger.
 func Dialect() sqlstore.Dialect {
 	return sqlstore.Dialect{
-		Name:          "postgres",
-		Now:           now,
-		LockKey:       " FOR UPDATE",
-		Unavailable:   Unavailable,
-		Writable:      writable,
-		CannotWrite:   cannotWrite,
-		ClaimInstance: claimInstance,
+		Name:        "postgres",
+		Now:         now,
+		LockKey:     " FOR UPDATE",
+		Unavailable: Unavailable,
+		Writable:    writable,
+		CannotWrite: cannotWrite,
+		// ClaimInstance is set by Open: its sessions are made from the URL.
 	}
 }
 
@@ -154,6 +161,12 @@ func parseConfig(rawURL string, opt *Options) (*pgx.ConnConfig, error) {
 	}
 	if opt.QueryTimeout <= 0 {
 		opt.QueryTimeout = opt.StatementTimeout + 5*time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = discard
+	}
+	if opt.timings == (timings{}) {
+		opt.timings = defaultTimings
 	}
 
 	cfg, err := pgx.ParseConfig(u.String())
@@ -316,31 +329,6 @@ func writable(ctx context.Context, q sqlstore.Querier) error {
 		return errors.New("the database is read-only")
 	}
 	return nil
-}
-
-// claimInstance holds a session advisory lock named after the schema and the
-// replica name on a connection kept out of the pool. PostgreSQL drops it
-// when the process dies (kill -9 included), so a restarted replica with the
-// same name gets it back, while a second live process with that name is
-// refused.
-func claimInstance(ctx context.Context, db *sql.DB, instance string) (func() error, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var ok bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtextextended('keybrake-instance:' || current_schema() || ':' || $1, 0))`, instance).Scan(&ok); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if !ok {
-		conn.Close()
-		return nil, &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: fmt.Sprintf("instance id %q is held by another live keybrake serve on this database; give each replica its own --instance-id", instance)}
-	}
-	return func() error {
-		_, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
-		return errors.Join(err, conn.Close())
-	}, nil
 }
 
 // cannotWrite reports the errors after which no write can commit, whatever

@@ -55,14 +55,18 @@ func (s *Store) recentFailure() (error, time.Duration) {
 }
 
 // Ping checks that the store can take a decision right now: that no write
-// failed for want of the store itself in the last FailedWriteWindow, and
-// that a write commits: it updates this store's heartbeat row. A store that answers
+// failed for want of the store itself in the last FailedWriteWindow, that
+// this replica holds its instance name (ClaimInstance), and that a write
+// commits: it updates this store's heartbeat row. A store that answers
 // reads but cannot commit is not healthy, since the proxy would refuse
 // every call; rolling back an empty write transaction proves nothing on a
 // full disk.
 func (s *Store) Ping(ctx context.Context) error {
 	if err, ago := s.recentFailure(); err != nil {
 		return fmt.Errorf("ping: %w: a write could not commit %s ago: %w", keybrake.ErrStoreUnavailable, ago.Round(time.Millisecond), err)
+	}
+	if err := s.held(); err != nil {
+		return fmt.Errorf("ping: %w", err)
 	}
 	return s.tx(ctx, "ping", func(tx *sql.Tx, now time.Time) error {
 		if s.dialect.Writable != nil {

@@ -40,10 +40,10 @@ type Dialect struct {
 	// contention; Ping fails for FailedWriteWindow after one.
 	CannotWrite func(err error) bool
 	// ClaimInstance, when set, makes the caller the only live holder of a
-	// replica name until release (PostgreSQL: a session advisory lock,
-	// dropped by the server when the process dies). SQLite needs none: one
-	// process owns the file.
-	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (release func() error, err error)
+	// replica name until release (PostgreSQL: a session advisory lock and a
+	// heartbeat lease, see store/postgres/instance.go). SQLite needs none:
+	// one process owns the file.
+	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (Claim, error)
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.
@@ -59,6 +59,7 @@ type Store struct {
 	dialect Dialect
 	closers []func() error
 	health  health
+	claim   claimSlot // the replica name this store holds, if any
 }
 
 // New wraps open pools. writer may be the same *sql.DB as reader.
@@ -84,20 +85,6 @@ func (s *Store) Close() error {
 
 // DB returns the writer pool (for tests and migrations).
 func (s *Store) DB() *sql.DB { return s.w }
-
-// ClaimInstance makes this process the only live holder of a replica name,
-// so that it may recover, at start, the calls its previous incarnation left
-// pending (they can have no live owner). Release it on shutdown.
-func (s *Store) ClaimInstance(ctx context.Context, instance string) (func() error, error) {
-	if s.dialect.ClaimInstance == nil {
-		return func() error { return nil }, nil
-	}
-	release, err := s.dialect.ClaimInstance(ctx, s.w, instance)
-	if err != nil {
-		return nil, s.wrap("claim instance", err)
-	}
-	return release, nil
-}
 
 // Now is the store's clock.
 func (s *Store) Now(ctx context.Context) (time.Time, error) {

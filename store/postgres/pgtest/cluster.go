@@ -178,6 +178,19 @@ func (c *Cluster) run(t testing.TB, tool string, args ...string) {
 	}
 }
 
+// InstanceLockHolders selects (with $1 the schema, $2 the replica name)
+// the backends holding the session advisory lock that store/postgres takes
+// for a replica name (--instance-id). pg_locks shows a bigint key's high
+// half in classid and its low half in objid, with objsubid 1.
+const InstanceLockHolders = `SELECT l.pid FROM pg_locks l,
+	(SELECT hashtextextended('keybrake-instance:' || $1 || ':' || $2, 0) AS k) h
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+	  AND l.classid::bigint = ((h.k >> 32) & 4294967295) AND l.objid::bigint = (h.k & 4294967295)`
+
+// TakeInstanceLock takes that lock (with $1 the schema, $2 the name),
+// waiting for it, as a second claimant of the name would.
+const TakeInstanceLock = `SELECT pg_advisory_lock(hashtextextended('keybrake-instance:' || $1 || ':' || $2, 0))`
+
 // TerminateBackends ends with pg_terminate_backend every other session
 // whose pid the query (with args) selects, and returns how many it ended.
 // Scope the query to the test's own sessions (its schema, its advisory

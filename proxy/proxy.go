@@ -67,6 +67,8 @@ type Proxy struct {
 	keys    *keyCache
 	rp      *httputil.ReverseProxy
 	log     *slog.Logger
+
+	inflight inflight // forwarded, not yet settled
 }
 
 // New builds a Proxy.

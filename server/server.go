@@ -313,10 +313,7 @@ func (s *Server) sweep(ctx context.Context) {
 // Shutdown stops accepting, lets in-flight requests finish and settle, stops
 // the sweeps and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var errs []error
-	for _, srv := range s.servers {
-		errs = append(errs, srv.Shutdown(ctx))
-	}
+	errs := []error{s.drain(ctx)}
 	if s.stopBG != nil {
 		s.stopBG()
 		s.bg.Wait()

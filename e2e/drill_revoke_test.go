@@ -66,6 +66,13 @@ func TestDrillRevokeUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	if n := all.get("503 store_unavailable"); n > 0 { // load shed past the decision deadline, or worse: say which
+		for i, p := range rs.procs {
+			if lines := logLines(p.Logs(), "ledger unavailable"); lines != "" {
+				t.Logf("replica %d refused %d call(s) in all as store_unavailable; first: %s", i+1, n, firstLine(lines))
+			}
+		}
+	}
 	if afterBad.Load() > 0 {
 		t.Errorf("%d requests sent after the DELETE returned were not refused as revoked; first: %s", afterBad.Load(), firstBad)
 	}

@@ -37,8 +37,10 @@ type Config struct {
 	AdminToken string
 	// Instance names this replica in the audit rows of its calls. On
 	// PostgreSQL a stable name (a StatefulSet pod name, a host name) lets a
-	// restarted replica recover at once the calls it had in flight when it
-	// died; two live replicas cannot hold the same name. Empty: a random
+	// restarted replica recover the calls it had in flight when it died
+	// (store/postgres/instance.go: once it has seen the dead holder's
+	// heartbeat stop); two live replicas cannot hold the same name, and one
+	// that loses its hold decides nothing until it has it back. Empty: a random
 	// name, and such calls are recovered by the periodic sweep instead.
 	Instance string
 

@@ -64,7 +64,7 @@ and exits 0.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", "127.0.0.1:8080"), "proxy listen address (env KEYBRAKE_ADDR)")
 	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
-	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls at once (env KEYBRAKE_INSTANCE_ID)")
+	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls (env KEYBRAKE_INSTANCE_ID)")
 	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", "./keybrake.db"), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
 	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", f.envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
 	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", f.envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")

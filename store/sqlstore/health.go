@@ -25,6 +25,7 @@ type health struct {
 	failedAt time.Time
 	failure  error
 	cleared  bool // stale heartbeat rows were deleted (once per process)
+	wrote    bool // this store's row may exist
 }
 
 // noteWrite remembers a write transaction's failure if it means the store
@@ -88,7 +89,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		// deleting theirs (kill -9), once they are a day old.
 		s.health.mu.Lock()
 		clear := !s.health.cleared
-		s.health.cleared = true
+		s.health.cleared, s.health.wrote = true, true
 		s.health.mu.Unlock()
 		if clear {
 			_, err = tx.ExecContext(ctx, `DELETE FROM heartbeats WHERE at < $1`, micros(now.Add(-24*time.Hour)))
@@ -100,6 +101,12 @@ func (s *Store) Ping(ctx context.Context) error {
 // dropHeartbeat deletes this store's heartbeat row at Close. A failure is
 // not one: a start clears day-old rows.
 func (s *Store) dropHeartbeat() {
+	s.health.mu.Lock()
+	wrote := s.health.wrote
+	s.health.mu.Unlock()
+	if !wrote {
+		return // never pinged: no row, and no write to make (a read-only open)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s.w.ExecContext(ctx, `DELETE FROM heartbeats WHERE name = $1`, s.health.name) //nolint:errcheck // see above

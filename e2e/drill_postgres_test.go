@@ -115,16 +115,7 @@ func TestDrillLockBackendKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), `SET lock_timeout = '20s'`); err != nil {
-		t.Fatal(err)
-	}
-	if n := pgtest.TerminateBackends(t, db, pgtest.InstanceLockHolders, schema, "r1"); n != 1 {
-		t.Fatalf("terminated %d sessions holding r1's lock, want 1", n)
-	}
-	// Queue for the lock at once: it is granted as the killed session exits.
-	if _, err := conn.ExecContext(context.Background(), pgtest.TakeInstanceLock, schema, "r1"); err != nil {
-		t.Fatalf("take r1's lock: %v", err)
-	}
+	pgtest.StealInstanceLock(t, db, conn, schema, "r1")
 	waitFor(t, 30*time.Second, "r1's /healthz to fail while another session holds its name", func() bool {
 		return healthz(r1.URL()) == http.StatusServiceUnavailable
 	})

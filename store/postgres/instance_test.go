@@ -120,12 +120,7 @@ func TestInstanceFailsClosedWithoutItsLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if n := pgtest.TerminateBackends(t, db, pgtest.InstanceLockHolders, schema, "r1"); n != 1 {
-		t.Fatalf("terminated %d sessions, want r1's one", n)
-	}
-	if _, err := conn.ExecContext(t.Context(), pgtest.TakeInstanceLock, schema, "r1"); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.StealInstanceLock(t, db, conn, schema, "r1")
 	eventually(t, "decisions to be refused", func() bool {
 		_, err := s.Decide(t.Context(), charge(k))
 		return errors.Is(err, keybrake.ErrStoreUnavailable)

@@ -191,6 +191,31 @@ const InstanceLockHolders = `SELECT l.pid FROM pg_locks l,
 // waiting for it, as a second claimant of the name would.
 const TakeInstanceLock = `SELECT pg_advisory_lock(hashtextextended('keybrake-instance:' || $1 || ':' || $2, 0))`
 
+// StealInstanceLock ends the session holding a replica name's lock (with
+// pg_terminate_backend) and takes the lock on conn before the replica can
+// take it back, as a second claimant would. The lock is granted to conn
+// as the ended session exits; should the replica win the race anyway, it
+// tries again.
+func StealInstanceLock(t testing.TB, db *sql.DB, conn *sql.Conn, schema, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := conn.ExecContext(ctx, `SET lock_timeout = '3s'`); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; ; attempt++ {
+		if n := TerminateBackends(t, db, InstanceLockHolders, schema, name); n != 1 {
+			t.Fatalf("ended %d sessions holding the lock of %q, want 1", n, name)
+		}
+		_, err := conn.ExecContext(ctx, TakeInstanceLock, schema, name)
+		if err == nil {
+			return
+		}
+		if attempt == 5 {
+			t.Fatalf("take the lock of %q: %v", name, err)
+		}
+	}
+}
+
 // TerminateBackends ends with pg_terminate_backend every other session
 // whose pid the query (with args) selects, and returns how many it ended.
 // Scope the query to the test's own sessions (its schema, its advisory

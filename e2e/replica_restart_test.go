@@ -52,7 +52,9 @@ func TestReplicaRestartRecoversItsCalls(t *testing.T) {
 	p.Kill()
 	wait()
 
-	p = kbtest.Serve(t, env) // same name: it may take it back at once
+	// Same name: the restart sees that the killed process did not release
+	// it, watches its heartbeat stand still (10s), then takes it over.
+	p = kbtest.Serve(t, env)
 	admin := client.New(p.URL(), kbtest.AdminToken)
 	v, err := admin.GetKey(t.Context(), k.ID)
 	if err != nil {

@@ -42,7 +42,8 @@ type replicaSet struct {
 // startReplicas starts n replicas on a fresh schema. Their connections go
 // through a forwarder the test can cut; the schema's clock_timestamp() is
 // the database's clock plus a skew the test can shift (zero at start).
-func startReplicas(t testing.TB, n int) *replicaSet {
+// extra adds environment variables (name, value pairs).
+func startReplicas(t testing.TB, n int, extra ...string) *replicaSet {
 	t.Helper()
 	base := kbtest.PostgresURL(t)
 	url, schema := pgtest.Schema(t, base)
@@ -59,6 +60,7 @@ func startReplicas(t testing.TB, n int) *replicaSet {
 		"KEYBRAKE_STRIPE_SECRET_KEY", kbtest.StripeSecret,
 		"KEYBRAKE_STRIPE_BASE_URL", upstream.URL,
 	)
+	env = append(env, kbtest.EnvVars(extra...)...)
 	// Start them together: concurrent starts must migrate safely.
 	rs.procs = make([]*kbtest.Proc, n)
 	kbtest.Binary(t)
@@ -191,7 +193,9 @@ func (rs *replicaSet) key(t testing.TB, i int, id string) *client.Key {
 // charges spread over three replicas against a $500 cap. Exactly 500 reach
 // the vendor; the other 2,500 are refused with 429 cap_exhausted.
 func TestReplicasShareOneExactCap(t *testing.T) {
-	rs := startReplicas(t, 3)
+	// 3,000 calls at once queue on one key's row lock for longer than the
+	// default decision deadline; this test is about exactness.
+	rs := startReplicas(t, 3, "KEYBRAKE_DECISION_TIMEOUT", "5m")
 	const calls, capUSD = 3000, 500
 	k := rs.issue(t, client.IssueParams{DailyUSDCap: fmt.Sprint(capUSD)})
 

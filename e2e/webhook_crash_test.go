@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
@@ -58,7 +59,7 @@ func TestWebhooksSurviveKill9AndReceiverOutage(t *testing.T) {
 	charge(p, k1.VaultKey, 200)
 	charge(p, k1.VaultKey, 200)
 	charge(p, k1.VaultKey, 429)
-	waitFor(t, "round 1's three events", func() bool { n, _, _ := rv.count(); return n == 3 })
+	waitFor(t, time.Minute, "round 1's three events", func() bool { n, _, _ := rv.count(); return n == 3 })
 
 	// Round 2, receiver down: the same three events plus two revocations
 	// wait in the outbox while delivery attempts fail.
@@ -72,7 +73,7 @@ func TestWebhooksSurviveKill9AndReceiverOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "failed attempts while the receiver is down", func() bool {
+	waitFor(t, time.Minute, "failed attempts while the receiver is down", func() bool {
 		page, err := admin.ListDeliveries(ctx, hook.ID, 100, "")
 		if err != nil {
 			return false
@@ -91,7 +92,7 @@ func TestWebhooksSurviveKill9AndReceiverOutage(t *testing.T) {
 	p = kbtest.Serve(t, env)
 	admin = client.New(p.URL(), kbtest.AdminToken)
 	startReceiver(t, rv, addr)
-	waitFor(t, "all eight events after the restart", func() bool { n, _, _ := rv.count(); return n == 8 })
+	waitFor(t, time.Minute, "all eight events after the restart", func() bool { n, _, _ := rv.count(); return n == 8 })
 
 	got := rv.received()
 	if len(got["key.spend_threshold"]) != 4 || len(got["key.cap_exhausted"]) != 2 || len(got["key.revoked"]) != 2 {

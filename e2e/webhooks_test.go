@@ -160,25 +160,12 @@ func (rv *receiver) count() (events, attempts, forged int) {
 	return len(rv.events), rv.attempts, rv.forged
 }
 
-// waitFor polls until cond holds (deliveries are asynchronous by design);
-// it fails after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // allDelivered waits until a webhook has n deliveries, all recorded as
 // delivered, and returns them.
 func allDelivered(t *testing.T, admin *client.Client, hookID string, n int) *client.Page[client.Delivery] {
 	t.Helper()
 	var page *client.Page[client.Delivery]
-	waitFor(t, fmt.Sprintf("%d deliveries recorded as delivered", n), func() bool {
+	waitFor(t, time.Minute, fmt.Sprintf("%d deliveries recorded as delivered", n), func() bool {
 		var err error
 		if page, err = admin.ListDeliveries(context.Background(), hookID, 100, ""); err != nil || len(page.Data) != n {
 			return false
@@ -239,7 +226,7 @@ func TestWebhookEventsAreSignedAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, "four events", func() bool { n, _, _ := rv.count(); return n == 4 })
+	waitFor(t, time.Minute, "four events", func() bool { n, _, _ := rv.count(); return n == 4 })
 	got := rv.received()
 	if len(got["key.spend_threshold"]) != 2 || len(got["key.cap_exhausted"]) != 1 || len(got["key.revoked"]) != 1 {
 		t.Fatalf("events: %+v", got)
@@ -325,7 +312,7 @@ func TestWebhookSpendAnomaly(t *testing.T) {
 		t.Fatalf("%d anomaly events before any anomaly", n)
 	}
 	charge("nightly-4", 2000) // $20 against a $1.10 median
-	waitFor(t, "the anomaly event", func() bool { n, _, _ := rv.count(); return n == 1 })
+	waitFor(t, time.Minute, "the anomaly event", func() bool { n, _, _ := rv.count(); return n == 1 })
 	ev := rv.received()["run.spend_anomaly"][0]
 	if ev.Data["agent_run_label"] != "nightly-4" || ev.Data["baseline_usd"] != "1.10" || ev.Data["spent_usd"] != "20.00" ||
 		ev.Data["factor"] != "18.18" || ev.Data["threshold_factor"] != "3.00" || ev.Data["agent_name"] != "nightly" {
@@ -368,7 +355,7 @@ func TestWebhookSSRFGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last client.Delivery
-	waitFor(t, "a refused attempt", func() bool {
+	waitFor(t, time.Minute, "a refused attempt", func() bool {
 		page, err := env.Admin.ListDeliveries(ctx, hook.ID, 10, "")
 		if err != nil || len(page.Data) != 1 || page.Data[0].Attempts == 0 {
 			return false

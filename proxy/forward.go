@@ -57,6 +57,8 @@ var strippedRequestHeaders = []string{
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), p.cfg.UpstreamTimeout)
 	defer cancel()
+	p.inflight.add(c)
+	defer p.inflight.remove(c)
 	c.upstream, c.sent = ctx, time.Now()
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 	p.rp.ServeHTTP(w, r)
@@ -214,6 +216,7 @@ func (p *Proxy) settle(c *call, st keybrake.Settlement) {
 		c.usage = nil
 		return
 	}
+	p.inflight.remove(c)
 	c.usage = &u
 }
 

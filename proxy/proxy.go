@@ -46,6 +46,11 @@ type Config struct {
 	// UpstreamTimeout bounds one vendor call (default 60s). A call past it
 	// has an unknown outcome.
 	UpstreamTimeout time.Duration
+	// DecisionTimeout bounds each store step before forwarding, the key
+	// lookup and the decision (default 5s). Past it the call is refused
+	// with 503 store_unavailable and nothing is forwarded. Settlement is not
+	// bound by it: it retries for SettleTimeout, since money has moved.
+	DecisionTimeout time.Duration
 	// IdempotencyTTL is how long a completed answer is kept for replay
 	// (default 24h).
 	IdempotencyTTL time.Duration
@@ -64,6 +69,8 @@ type Proxy struct {
 	keys    *keyCache
 	rp      *httputil.ReverseProxy
 	log     *slog.Logger
+
+	inflight inflight // forwarded, not yet settled
 }
 
 // New builds a Proxy.
@@ -88,6 +95,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.IdempotencyTTL <= 0 {
 		cfg.IdempotencyTTL = 24 * time.Hour
+	}
+	if cfg.DecisionTimeout <= 0 {
+		cfg.DecisionTimeout = DefaultDecisionTimeout
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
@@ -151,7 +161,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		key, err := p.lookupKey(r.Context(), secret)
 		if err != nil {
-			p.fail(w, c, keybrake.Errorf(keybrake.CodeStoreUnavailable, "the ledger is unavailable; nothing was forwarded"), err)
+			p.fail(w, c, p.unavailable(err), err)
 			return
 		}
 		c.key = key
@@ -270,9 +280,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 5. One transaction decides, reserves and audits.
-	d, err := p.cfg.Ledger.Decide(r.Context(), attempt)
+	d, err := p.decide(r.Context(), attempt)
 	if err != nil {
-		p.fail(w, c, keybrake.Errorf(keybrake.CodeStoreUnavailable, "the ledger is unavailable; nothing was forwarded"), err)
+		p.fail(w, c, p.unavailable(err), err)
 		return
 	}
 	c.decision = d
@@ -290,7 +300,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decideAndDeny records a refusal decided before the ledger. The ledger
 // still checks the key's status first, so a revoked key reads as revoked.
 func (p *Proxy) decideAndDeny(w http.ResponseWriter, r *http.Request, c *call, a keybrake.Attempt) {
-	d, err := p.cfg.Ledger.Decide(r.Context(), a)
+	d, err := p.decide(r.Context(), a)
 	if err != nil {
 		// The refusal stands even if it cannot be recorded.
 		p.log.Error("audit row for a denial not written", "err", err.Error(), "code", string(a.Denial.Code))

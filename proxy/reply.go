@@ -96,6 +96,8 @@ func (p *Proxy) lookupKey(ctx context.Context, secret string) (*keybrake.Key, er
 	if k := p.keys.get(hash); k != nil {
 		return k, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DecisionTimeout)
+	defer cancel()
 	k, err := p.cfg.Ledger.KeyByHash(ctx, hash)
 	if errors.Is(err, keybrake.ErrNotFound) {
 		return nil, nil

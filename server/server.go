@@ -39,8 +39,10 @@ type Config struct {
 	AdminToken string
 	// Instance names this replica in the audit rows of its calls. On
 	// PostgreSQL a stable name (a StatefulSet pod name, a host name) lets a
-	// restarted replica recover at once the calls it had in flight when it
-	// died; two live replicas cannot hold the same name. Empty: a random
+	// restarted replica recover the calls it had in flight when it died
+	// (store/postgres/instance.go: once it has seen the dead holder's
+	// heartbeat stop); two live replicas cannot hold the same name, and one
+	// that loses its hold decides nothing until it has it back. Empty: a random
 	// name, and such calls are recovered by the periodic sweep instead.
 	Instance string
 
@@ -50,6 +52,9 @@ type Config struct {
 	MaxExpiresIn    time.Duration
 	UpstreamTimeout time.Duration
 	IdempotencyTTL  time.Duration
+	// DecisionTimeout bounds each store step of a call before it is
+	// forwarded (default proxy.DefaultDecisionTimeout).
+	DecisionTimeout time.Duration
 	// ReconcileInterval, when set, runs the reconciler: calls settled at
 	// their estimate because the vendor states the cost only later (Twilio
 	// messages) are repriced from the vendor's final figure. Off by default.
@@ -166,7 +171,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.proxy, err = proxy.New(proxy.Config{
 		Ledger: s.store, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
-		Observer: s.metrics,
+		Observer:        s.metrics,
+		DecisionTimeout: cfg.DecisionTimeout,
 	})
 	if err != nil {
 		return fail(err)
@@ -341,10 +347,7 @@ func (s *Server) sweep(ctx context.Context) {
 // Shutdown stops accepting, lets in-flight requests finish and settle, stops
 // the sweeps and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var errs []error
-	for _, srv := range s.servers {
-		errs = append(errs, srv.Shutdown(ctx))
-	}
+	errs := []error{s.drain(ctx)}
 	if s.stopBG != nil {
 		s.stopBG()
 		s.bg.Wait()

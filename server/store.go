@@ -27,7 +27,7 @@ func isPostgres(dsn string) bool {
 // corrects the spend.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if isPostgres(cfg.DB) {
-		return postgres.Open(ctx, cfg.DB, postgres.Options{})
+		return postgres.Open(ctx, cfg.DB, postgres.Options{Logger: cfg.Logger})
 	}
 	return sqlite.Open(ctx, cfg.DB, sqlite.Options{Clock: cfg.Clock})
 }

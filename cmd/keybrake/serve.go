@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/server"
 )
 
@@ -23,6 +24,7 @@ type serveFlags struct {
 	instance            string
 	maxExpiresIn        time.Duration
 	upstreamTimeout     time.Duration
+	decisionTimeout     time.Duration
 	idempotencyTTL      time.Duration
 	shutdownTimeout     time.Duration
 	reconcileInterval   time.Duration
@@ -64,10 +66,11 @@ and exits 0.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", "127.0.0.1:8080"), "proxy listen address (env KEYBRAKE_ADDR)")
 	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
-	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls at once (env KEYBRAKE_INSTANCE_ID)")
+	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls (env KEYBRAKE_INSTANCE_ID)")
 	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", "./keybrake.db"), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
 	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", f.envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
 	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", f.envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
+	fl.DurationVar(&f.decisionTimeout, "decision-timeout", f.envDuration("KEYBRAKE_DECISION_TIMEOUT", proxy.DefaultDecisionTimeout), "time limit of the store's decision on one call; past it 503 store_unavailable, nothing forwarded (env KEYBRAKE_DECISION_TIMEOUT)")
 	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", f.envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
 	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", f.envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
@@ -103,6 +106,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		Vendors:           vendors,
 		MaxExpiresIn:      f.maxExpiresIn,
 		UpstreamTimeout:   f.upstreamTimeout,
+		DecisionTimeout:   f.decisionTimeout,
 		IdempotencyTTL:    f.idempotencyTTL,
 		ReconcileInterval: f.reconcileInterval,
 		Logger:            logger,

@@ -3,6 +3,8 @@ package kbtest
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -76,6 +78,17 @@ type Proc struct {
 // ends (if still running).
 func Serve(t testing.TB, env []string, args ...string) *Proc {
 	t.Helper()
+	p, err := TryServe(t, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TryServe is Serve for a process that may refuse to start: it returns an
+// error, with everything the process logged, if it exits before listening.
+func TryServe(t testing.TB, env []string, args ...string) (*Proc, error) {
+	t.Helper()
 	bin := Binary(t)
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
@@ -88,7 +101,9 @@ func Serve(t testing.TB, env []string, args ...string) *Proc {
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
+	drained := make(chan struct{}) // stderr read to its end
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(io.TeeReader(stderr, io.Discard))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		once := sync.Once{}
@@ -105,8 +120,10 @@ func Serve(t testing.TB, env []string, args ...string) *Proc {
 				once.Do(func() { close(ready) })
 			}
 		}
+		io.Copy(io.Discard, stderr) //nolint:errcheck // past an over-long line: keep the pipe flowing
 	}()
 	go func() {
+		<-drained // Wait closes the pipe: read everything first
 		p.exitErr = cmd.Wait()
 		close(p.exited)
 	}()
@@ -121,11 +138,11 @@ func Serve(t testing.TB, env []string, args ...string) *Proc {
 	select {
 	case <-ready:
 	case <-p.exited:
-		t.Fatalf("keybrake serve exited before listening: %v\n%s", p.exitErr, p.logs.String())
+		return nil, &buildError{out: p.logs.String(), err: fmt.Errorf("keybrake serve exited before listening: %w", p.exitErr)}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("keybrake serve did not listen within 60s\n%s", p.logs.String())
+		return nil, &buildError{out: p.logs.String(), err: errors.New("keybrake serve did not listen within 60s")}
 	}
-	return p
+	return p, nil
 }
 
 // URL is the proxy's base URL.

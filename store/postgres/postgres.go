@@ -18,6 +18,7 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -30,7 +31,6 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/store/sqlstore"
 )
 
@@ -62,6 +62,11 @@ type Options struct {
 	// database host that stops answering altogether (server-side timeouts
 	// cannot fire then). Default StatementTimeout + 5s.
 	QueryTimeout time.Duration
+	// Logger receives what the store does on its own: losing and taking
+	// back a replica name (ClaimInstance). Default: discarded.
+	Logger *slog.Logger
+
+	timings timings // of the instance-name protocol (tests shorten them)
 }
 
 // Open connects to the PostgreSQL database at url (postgres://… or
@@ -91,20 +96,23 @@ func Open(ctx context.Context, rawURL string, opt Options) (*sqlstore.Store, err
 		db.Close()
 		return nil, err
 	}
-	return sqlstore.New(db, db, Dialect()), nil
+	d := Dialect()
+	d.ClaimInstance = claimer(cfg, opt.Logger, opt.timings)
+	return sqlstore.New(db, db, d), nil
 }
 
 // Dialect is the PostgreSQL flavour of the shared ledger.
 func Dialect() sqlstore.Dialect {
 	return sqlstore.Dialect{
-		Name:          "postgres",
-		Now:           now,
-		LockKey:       " FOR UPDATE",
-		Unavailable:   Unavailable,
-		Writable:      writable,
-		ClaimInstance: claimInstance,
-		StrPos:        "strpos",
-		SkipLocked:    " FOR UPDATE SKIP LOCKED",
+		Name:        "postgres",
+		Now:         now,
+		LockKey:     " FOR UPDATE",
+		Unavailable: Unavailable,
+		Writable:    writable,
+		CannotWrite: cannotWrite,
+		StrPos:      "strpos",
+		SkipLocked:  " FOR UPDATE SKIP LOCKED",
+		// ClaimInstance is set by Open: its sessions are made from the URL.
 	}
 }
 
@@ -155,6 +163,12 @@ func parseConfig(rawURL string, opt *Options) (*pgx.ConnConfig, error) {
 	}
 	if opt.QueryTimeout <= 0 {
 		opt.QueryTimeout = opt.StatementTimeout + 5*time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = discard
+	}
+	if opt.timings == (timings{}) {
+		opt.timings = defaultTimings
 	}
 
 	cfg, err := pgx.ParseConfig(u.String())
@@ -319,27 +333,22 @@ func writable(ctx context.Context, q sqlstore.Querier) error {
 	return nil
 }
 
-// claimInstance holds a session advisory lock named after the schema and the
-// replica name on a connection kept out of the pool. PostgreSQL drops it
-// when the process dies (kill -9 included), so a restarted replica with the
-// same name gets it back, while a second live process with that name is
-// refused.
-func claimInstance(ctx context.Context, db *sql.DB, instance string) (func() error, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
+// cannotWrite reports the errors after which no write can commit, whatever
+// it is: a full disk, memory exhausted, an I/O error, a read-only
+// database. Lock and statement timeouts, deadlocks and lost connections
+// are not: the first three are contention on a key, and an unreachable
+// database fails Ping by itself.
+func cannotWrite(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
 	}
-	var ok bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtextextended('keybrake-instance:' || current_schema() || ':' || $1, 0))`, instance).Scan(&ok); err != nil {
-		conn.Close()
-		return nil, err
+	switch {
+	case pe.Code == "53100", // disk_full
+		pe.Code == "53200",  // out_of_memory
+		pe.Code[:2] == "58", // system error: I/O
+		pe.Code == "25006":  // read_only_sql_transaction
+		return true
 	}
-	if !ok {
-		conn.Close()
-		return nil, &keybrake.Error{Code: keybrake.CodeInvalidRequest, Message: fmt.Sprintf("instance id %q is held by another live keybrake serve on this database; give each replica its own --instance-id", instance)}
-	}
-	return func() error {
-		_, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
-		return errors.Join(err, conn.Close())
-	}, nil
+	return false
 }

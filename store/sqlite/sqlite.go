@@ -97,6 +97,7 @@ func Open(ctx context.Context, path string, opt Options) (*sqlstore.Store, error
 		},
 		Unavailable: unavailable,
 		StrPos:      "instr",
+		CannotWrite: cannotWrite,
 	})
 	if unlock != nil {
 		s.OnClose(unlock)
@@ -127,6 +128,22 @@ func unavailable(err error) bool {
 		}
 	}
 	return true
+}
+
+// cannotWrite reports the errors after which no write can commit: a full
+// disk, an I/O error, a read-only or damaged file. SQLITE_BUSY and a
+// decision's deadline are contention, not this.
+func cannotWrite(err error) bool {
+	var se *msqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+		sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CANTOPEN:
+		return true
+	}
+	return false
 }
 
 func closeAll(err error, unlock func() error) error {

@@ -265,9 +265,22 @@ func (s *Store) ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake
 
 // RevokeKey marks a key revoked. Revoking again returns the first
 // revocation's time: the answer is the same however often it is asked.
+//
+// revoked_at is read after the key's row is locked (PostgreSQL waits here
+// for the decisions queued on the key; SQLite's BEGIN IMMEDIATE already
+// holds the lock), as each decision reads its time: so every call allowed
+// before the revoke is stamped earlier than revoked_at, and every call
+// refused as revoked, later.
 func (s *Store) RevokeKey(ctx context.Context, id string) (*keybrake.Key, error) {
 	var k *keybrake.Key
 	err := s.tx(ctx, "revoke key", func(tx *sql.Tx, now time.Time) error {
+		if _, err := tx.ExecContext(ctx, `SELECT id FROM keys WHERE id = $1`+s.dialect.LockKey, id); err != nil {
+			return err
+		}
+		now, err := s.dialect.Now(ctx, tx)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, micros(now), id)
 		if err != nil {
 			return err

@@ -57,11 +57,16 @@ func insertCall(ctx context.Context, tx *sql.Tx, c callRow) (int64, error) {
 // Idempotency-Key, check the per-call, daily and lifetime caps, reserve the
 // estimate and write the audit row. Nothing is forwarded unless it commits.
 func (s *Store) Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error) {
+	ctx, done, err := s.admit(ctx) // only while this replica holds its name
+	if err != nil {
+		return keybrake.Decision{}, err
+	}
 	var d keybrake.Decision
-	err := s.tx(ctx, "decide", func(tx *sql.Tx, now time.Time) error {
+	err = s.tx(ctx, "decide", func(tx *sql.Tx, now time.Time) error {
 		d = keybrake.Decision{}
 		return s.decide(ctx, tx, now, &a, &d)
 	})
+	done(err)
 	return d, err
 }
 
@@ -107,6 +112,12 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 	if err != nil {
 		return err
 	}
+	// Time is read once the key's row is locked, so a decision and a
+	// revoke are stamped in the order they held the key (see RevokeKey).
+	if now, err = s.dialect.Now(ctx, tx); err != nil {
+		return err
+	}
+	day = Day(now)
 	if err := dayUsage(ctx, tx, k.ID, day, &u); err != nil {
 		return err
 	}

@@ -35,11 +35,15 @@ type Dialect struct {
 	// PostgreSQL standby or a read-only database answers reads but refuses
 	// every decision).
 	Writable func(ctx context.Context, q Querier) error
+	// CannotWrite, when set, reports whether a failed write means the store
+	// cannot commit at all (disk full, I/O error, read-only) rather than
+	// contention; Ping fails for FailedWriteWindow after one.
+	CannotWrite func(err error) bool
 	// ClaimInstance, when set, makes the caller the only live holder of a
-	// replica name until release (PostgreSQL: a session advisory lock,
-	// dropped by the server when the process dies). SQLite needs none: one
-	// process owns the file.
-	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (release func() error, err error)
+	// replica name until release (PostgreSQL: a session advisory lock and a
+	// heartbeat lease, see store/postgres/instance.go). SQLite needs none:
+	// one process owns the file.
+	ClaimInstance func(ctx context.Context, db *sql.DB, instance string) (Claim, error)
 
 	// StrPos names the SQL function (haystack, needle) → 1-based position
 	// of needle, 0 if absent: instr on SQLite, strpos on PostgreSQL.
@@ -62,11 +66,13 @@ type Store struct {
 	w, r    *sql.DB // writer and reader pools (the same pool on PostgreSQL)
 	dialect Dialect
 	closers []func() error
+	health  health
+	claim   claimSlot // the replica name this store holds, if any
 }
 
 // New wraps open pools. writer may be the same *sql.DB as reader.
 func New(writer, reader *sql.DB, d Dialect) *Store {
-	return &Store{w: writer, r: reader, dialect: d}
+	return &Store{w: writer, r: reader, dialect: d, health: health{name: keybrake.NewID("hb_")}}
 }
 
 // OnClose registers cleanup run by Close after the pools are closed.
@@ -74,6 +80,7 @@ func (s *Store) OnClose(f func() error) { s.closers = append(s.closers, f) }
 
 // Close closes the pools.
 func (s *Store) Close() error {
+	s.dropHeartbeat()
 	errs := []error{s.w.Close()}
 	if s.r != s.w {
 		errs = append(errs, s.r.Close())
@@ -86,41 +93,6 @@ func (s *Store) Close() error {
 
 // DB returns the writer pool (for tests and migrations).
 func (s *Store) DB() *sql.DB { return s.w }
-
-// Ping checks that the store can take a decision right now: it opens a
-// write transaction (on SQLite, BEGIN IMMEDIATE takes the write lock) and
-// rolls it back. A store that answers reads but cannot write is not healthy:
-// the proxy would refuse every call.
-func (s *Store) Ping(ctx context.Context) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return s.wrap("ping", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // nothing was written
-	if _, err := s.dialect.Now(ctx, tx); err != nil {
-		return s.wrap("ping", err)
-	}
-	if s.dialect.Writable != nil {
-		if err := s.dialect.Writable(ctx, tx); err != nil {
-			return fmt.Errorf("ping: %w: %w", keybrake.ErrStoreUnavailable, err)
-		}
-	}
-	return nil
-}
-
-// ClaimInstance makes this process the only live holder of a replica name,
-// so that it may recover, at start, the calls its previous incarnation left
-// pending (they can have no live owner). Release it on shutdown.
-func (s *Store) ClaimInstance(ctx context.Context, instance string) (func() error, error) {
-	if s.dialect.ClaimInstance == nil {
-		return func() error { return nil }, nil
-	}
-	release, err := s.dialect.ClaimInstance(ctx, s.w, instance)
-	if err != nil {
-		return nil, s.wrap("claim instance", err)
-	}
-	return release, nil
-}
 
 // Now is the store's clock.
 func (s *Store) Now(ctx context.Context) (time.Time, error) {
@@ -148,7 +120,8 @@ func (s *Store) wrap(op string, err error) error {
 }
 
 // tx runs f in one transaction on the writer pool.
-func (s *Store) tx(ctx context.Context, op string, f func(tx *sql.Tx, now time.Time) error) error {
+func (s *Store) tx(ctx context.Context, op string, f func(tx *sql.Tx, now time.Time) error) (err error) {
+	defer func() { s.noteWrite(err) }()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return s.wrap(op, err)

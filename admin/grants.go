@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/keybrake/keybrake"
@@ -59,11 +60,23 @@ func checkRules(v VendorInfo, rules keybrake.Rules) (keybrake.Rules, *keybrake.E
 			}
 			return nil, keybrake.FieldError("allowed_endpoints", "%q covers no operation of the %s catalogue, so it would allow nothing (a typo? `keybrake pricing` lists them)", r.String(), v.Name())
 		}
+		var forbidden []string
+		var why string
 		for _, op := range ops {
 			if op.Model == keybrake.ModelForbidden {
-				return nil, keybrake.FieldError("allowed_endpoints", "%q covers %s (%s %s), which Keybrake never forwards: %s; narrow the rule",
-					r.String(), op.Name, op.Method, op.Path(), op.Note)
+				if why == "" {
+					why = op.Note
+				}
+				if len(forbidden) < 5 {
+					forbidden = append(forbidden, fmt.Sprintf("%s (%s %s)", op.Name, op.Method, op.Path()))
+				} else if len(forbidden) == 5 {
+					forbidden = append(forbidden, "…")
+				}
 			}
+		}
+		if len(forbidden) > 0 {
+			return nil, keybrake.FieldError("allowed_endpoints", "%q covers forbidden operations, which Keybrake never forwards: %s (%s); narrow the rule",
+				r.String(), strings.Join(forbidden, ", "), why)
 		}
 		if r.IsOperation() {
 			r = keybrake.Rule{Op: ops[0].Name}

@@ -160,6 +160,11 @@ func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {
 		s.mu.Unlock()
 		b, _ := json.Marshal(m)
 		return http.StatusCreated, b
+	case r.Method == http.MethodGet && rest == "Messages":
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		b, _ := json.Marshal(map[string]any{"messages": s.messages, "page": 0})
+		return http.StatusOK, b
 	case r.Method == http.MethodGet && strings.HasPrefix(rest, "Messages/"):
 		sid := strings.TrimPrefix(rest, "Messages/")
 		s.mu.Lock()

@@ -150,7 +150,7 @@ func Describe(op *keybrake.Operation) string {
 	var parts []string
 	switch op.Model {
 	case keybrake.ModelForbidden:
-		return "never forwarded"
+		return "never forwarded: " + op.Note
 	case keybrake.ModelFixed:
 		if !op.HasFixed {
 			return fmt.Sprintf("refused until priced (operations.%s.fixed)", op.FullName())

@@ -148,7 +148,7 @@ func TestApplyYAML(t *testing.T) {
 	if s := settings(t, view, "resend.broadcasts.send").Price; s != "5.00 per call" {
 		t.Errorf("broadcast price %q", s)
 	}
-	if s := settings(t, view, "stripe.subscriptions.create").Price; s != "never forwarded" {
+	if s := settings(t, view, "stripe.subscriptions.create").Price; s != "never forwarded: recurring charges: unbounded" {
 		t.Errorf("forbidden price %q", s)
 	}
 	// Fresh catalogues are untouched by another's file.
@@ -340,4 +340,20 @@ func FuzzApply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The pricing file documented in docs/vendors.md is one Keybrake takes.
+func TestDocumentedPricingFile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/vendors.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in docs/vendors.md")
+	}
+	if _, _, err := apply(t, block); err != nil {
+		t.Fatalf("the documented pricing file: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package twilio
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -75,7 +76,7 @@ func (p *callPricer) Describe() string {
 	if p.participant {
 		s += " + conference " + p.v.ConferencePerMinute.String() + "/min (calls.create's settings)"
 	} else {
-		s += " (default " + p.v.DefaultTimeLimit.String() + ", cut to the key's budget)"
+		s += fmt.Sprintf(" (default %d min, cut to the key's budget)", minutes(p.v.DefaultTimeLimit))
 	}
 	return s
 }

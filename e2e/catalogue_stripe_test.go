@@ -291,3 +291,28 @@ func TestEveryPriceModelThroughHTTP(t *testing.T) {
 		}
 	}
 }
+
+// Partial captures of someone else's authorization (final_capture=false)
+// add up: each is priced for what the PaymentIntent will have received.
+func TestMulticaptureAddsUp(t *testing.T) {
+	env := kbtest.Start(t)
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "5", AllowedEndpoints: []string{"payment_intents.confirm", "payment_intents.capture"}})
+	j := stripeJudge(t, env, k)
+	id := env.Stripe.AddPaymentIntent(400, "usd", "manual")
+	j.send("POST", "/v1/payment_intents/"+id+"/confirm", formCT, "").ok(t) // authorizes $4: counted
+	for _, part := range []string{"100", "150", "150"} {
+		j.send("POST", "/v1/payment_intents/"+id+"/capture", formCT, "amount_to_capture="+part+"&final_capture=false").ok(t)
+	}
+	if got := getKey(t, env, k.ID).SpentUSD.String(); got != "4.00" {
+		t.Fatalf("spent %s, want 4.00", got)
+	}
+	// Someone else's authorization, captured in parts without a confirm
+	// through the key.
+	other := env.Stripe.AddPaymentIntent(100, "usd", "manual")
+	env.Stripe.Authorize(other)
+	j.send("POST", "/v1/payment_intents/"+other+"/capture", formCT, "amount_to_capture=40&final_capture=false").ok(t)
+	j.send("POST", "/v1/payment_intents/"+other+"/capture", formCT, "amount_to_capture=60").ok(t)
+	if got := getKey(t, env, k.ID).SpentUSD.String(); got != "5.00" {
+		t.Fatalf("spent %s, want 5.00", got)
+	}
+}

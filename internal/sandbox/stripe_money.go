@@ -246,7 +246,11 @@ func (s *Stripe) applyMoney(r *http.Request, form url.Values) (int, []byte, bool
 		if pi.Status != "requires_capture" || !valid || a > pi.AmountCapturable {
 			return invalid("This PaymentIntent could not be captured")
 		}
-		pi.Status, pi.AmountReceived, pi.AmountCapturable = "succeeded", a, 0
+		pi.AmountReceived += a
+		pi.AmountCapturable -= a
+		if form.Get("final_capture") != "false" || pi.AmountCapturable == 0 {
+			pi.Status, pi.AmountCapturable = "succeeded", 0
+		}
 		s.move("capture", pi.ID, pi.Currency, a)
 		return jsonOK(pi)
 	case post && at(3, "payment_intents", "*", "increment_authorization"):
@@ -428,4 +432,14 @@ func (s *Stripe) applyMoney(r *http.Request, form url.Values) (int, []byte, bool
 		return jsonOK(map[string]any{"id": id, "object": seg[len(seg)-1]})
 	}
 	return 0, nil, false
+}
+
+// Authorize confirms a manual PaymentIntent as its creator would, outside
+// any key: it can then be captured.
+func (s *Stripe) Authorize(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pi := s.intent(id); pi != nil {
+		s.confirm(pi)
+	}
 }

@@ -52,7 +52,7 @@ func newCatalog(fx *pricing.FX) (*keybrake.Catalog, error) {
 		op("payment_intents.confirm", "POST /v1/payment_intents/*/confirm", lookup,
 			"reserves the PaymentIntent's amount, less what this key counted on it", pi.with(piAmount)),
 		op("payment_intents.capture", "POST /v1/payment_intents/*/capture", lookup,
-			"reserves amount_to_capture (or the amount capturable), less what this key counted on it", pi.with(piCapture)),
+			"reserves what the PaymentIntent will have received (partial captures add up), less what this key counted on it", pi.with(piCapture)),
 		op("payment_intents.increment_authorization", "POST /v1/payment_intents/*/increment_authorization", lookup,
 			"reserves the new amount, in the PaymentIntent's currency, less what this key counted on it", pi.with(piIncrement)),
 		op("payment_intents.apply_customer_balance", "POST /v1/payment_intents/*/apply_customer_balance", lookup,

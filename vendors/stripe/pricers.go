@@ -188,7 +188,7 @@ type piKind int
 
 const (
 	piAmount    piKind = iota // confirm, apply_customer_balance, verify_microdeposits: its amount
-	piCapture                 // capture: amount_to_capture, or what is capturable
+	piCapture                 // capture: what it received before, plus amount_to_capture or what is capturable
 	piIncrement               // increment_authorization: the new amount
 )
 
@@ -227,9 +227,15 @@ func (p *piLookup) Price(ctx context.Context, c *keybrake.PriceCall) (*keybrake.
 		return nil, err
 	}
 	switch {
-	case given:
 	case p.kind == piCapture:
-		minor = pi.AmountCapturable
+		// Partial captures (final_capture=false) add up: after this one
+		// the PaymentIntent has moved what it received before plus what
+		// this call captures.
+		if !given {
+			minor = pi.AmountCapturable
+		}
+		minor += pi.AmountReceived
+	case given:
 	default:
 		minor = pi.Amount
 	}
@@ -239,7 +245,7 @@ func (p *piLookup) Price(ctx context.Context, c *keybrake.PriceCall) (*keybrake.
 func (p *piLookup) Describe() string {
 	switch p.kind {
 	case piCapture:
-		return "amount_to_capture (or amount_capturable) × FX of the PaymentIntent's currency, less what this key counted on it"
+		return "(amount received + amount_to_capture, or amount_capturable) × FX of the PaymentIntent's currency, less what this key counted on it"
 	case piIncrement:
 		return "new amount × FX of the PaymentIntent's currency, less what this key counted on it"
 	}

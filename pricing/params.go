@@ -159,28 +159,3 @@ func countryView(c CountryPrices) CountryView {
 	}
 	return v
 }
-
-// ParamLines renders settings as "name: value" lines for the text listing.
-func ParamLines(ps Params) []string {
-	var out []string
-	var walk func(prefix string, ps Params)
-	walk = func(prefix string, ps Params) {
-		for _, p := range ps {
-			name := prefix + p.Name
-			switch x := p.Value.(type) {
-			case *keybrake.Micros:
-				out = append(out, name+": "+x.String())
-			case *CountryPrices:
-				out = append(out, name+": "+x.String())
-			case *time.Duration:
-				out = append(out, name+": "+x.String())
-			case *int:
-				out = append(out, name+": "+strconv.Itoa(*x))
-			case Params:
-				walk(name+".", x)
-			}
-		}
-	}
-	walk("", ps)
-	return out
-}

@@ -72,8 +72,10 @@ func fetch(ctx context.Context, c *keybrake.PriceCall, collection, id, object st
 		return nil, &keybrake.Error{Code: keybrake.CodeLookupFailed, Err: err,
 			Message: "Keybrake could not read " + path + " from Stripe to price " + c.Op.Name + "; nothing was forwarded, retry later"}
 	}
+	// Stripe names every object's type; an answer of another type (a list
+	// for /v1/payment_intents/search) or another id is not the object.
 	var obj stripeObject
-	if err := json.Unmarshal(b, &obj); err != nil || obj.Object != object || obj.ID != id {
+	if err := json.Unmarshal(b, &obj); err != nil || obj.Object != "" && obj.Object != object || obj.ID != id {
 		return nil, unpriceable("GET %s did not answer the %s %s", path, object, id)
 	}
 	for _, a := range []int64{obj.Amount, obj.AmountCapturable, obj.AmountReceived, obj.AmountCaptured, obj.AmountRefunded, obj.AmountReversed, obj.AmountRemaining} {

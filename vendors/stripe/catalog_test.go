@@ -59,6 +59,7 @@ func TestQuotes(t *testing.T) {
 		{"charge refund some", "POST", "/v1/charges/ch_1/refunds", "amount=500", "5.00", ""},
 		{"deprecated charge refund", "POST", "/v1/charges/ch_1/refund", "", "35.00", ""},
 		{"refund the rest of a charge", "POST", "/v1/refunds", "charge=ch_1", "35.00", ""},
+		{"refund the rest of an untyped charge", "POST", "/v1/refunds", "charge=ch_untyped", "35.00", ""},
 		{"refund of a payment intent", "POST", "/v1/refunds", "payment_intent=pi_e", "11.00", ""},
 		{"refund some of a payment intent", "POST", "/v1/refunds", "payment_intent=pi_e&amount=100", "1.10", ""},
 		{"refund from a cash balance", "POST", "/v1/refunds", "customer=cus_1&origin=customer_balance&amount=300&currency=usd", "3.00", ""},

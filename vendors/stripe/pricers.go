@@ -86,7 +86,7 @@ func fetch(ctx context.Context, c *keybrake.PriceCall, collection, id, object st
 	if _, err := pricing.CheckCurrency("currency", obj.Currency); err != nil {
 		return nil, unpriceable("GET %s answered no usable currency", path)
 	}
-	obj.Currency = strings.ToLower(obj.Currency)
+	obj.Currency, obj.Object = strings.ToLower(obj.Currency), object
 	return &obj, nil
 }
 

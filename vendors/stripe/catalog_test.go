@@ -26,6 +26,7 @@ var objects = fetcher{
 	"/v1/payment_intents/pi_down": {0, ""},
 	"/v1/payment_intents/pi_5xx":  {503, `{"error":{"message":"try later"}}`},
 	"/v1/charges/ch_1":            {200, ch50},
+	"/v1/charges/ch_untyped":      {200, `{"id":"ch_untyped","amount":5000,"amount_refunded":1500,"currency":"usd"}`},
 	"/v1/invoices/in_1":           {200, inv},
 	"/v1/transfers/tr_1":          {200, tr},
 }

@@ -86,7 +86,7 @@ func TestTwilioCallsAreBounded(t *testing.T) {
 		twForm("To", "+15551234567", "Twiml", "<Response><Dial><Conference>room</Conference></Dial></Response>"),
 		twForm("To", "+15551234567", "Twiml", "<Response><Enqueue>q</Enqueue></Response>"),
 		twForm("To", "+15551234567", "Twiml", "<Response><Say>x</Say>", "TimeLimit", "60"),
-		twForm("To", "+15551234567", "Twiml", "<Response/>", "TimeLimit", "86400"),
+		twForm("To", "+15551234567", "Twiml", "<Response/>", "TimeLimit", "86401"),
 	} {
 		j.send("POST", calls, formCT, body).refused(t, "unpriceable_request")
 	}

@@ -121,7 +121,7 @@ func first(form map[string][]string, k string) string {
 	return ""
 }
 
-// twilioMaxTimeLimit is Twilio's default and largest TimeLimit: 4 hours.
+// twilioMaxTimeLimit is Twilio's default TimeLimit: 4 hours.
 const twilioMaxTimeLimit = 14400
 
 // moveCall charges a call the worst it can cost: every leg it opens (its
@@ -133,7 +133,7 @@ const twilioMaxTimeLimit = 14400
 func (s *Twilio) moveCall(sid string, form map[string][]string, participant bool) {
 	rt := s.rates()
 	limit := twilioMaxTimeLimit
-	if v, err := strconv.Atoi(first(form, "TimeLimit")); err == nil && v > 0 && v < limit {
+	if v, err := strconv.Atoi(first(form, "TimeLimit")); err == nil && v > 0 {
 		limit = v
 	}
 	minutes := keybrake.Micros((limit + 59) / 60)

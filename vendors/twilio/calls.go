@@ -12,8 +12,9 @@ import (
 	"github.com/keybrake/keybrake/pricing"
 )
 
-// maxTimeLimit is Twilio's own ceiling on a call's TimeLimit: four hours.
-const maxTimeLimit = 4 * time.Hour
+// maxTimeLimit is the longest TimeLimit Twilio accepts (24 hours on some
+// accounts; the default is four).
+const maxTimeLimit = 24 * time.Hour
 
 // voice is what outbound calls and conference participants cost: a rate per
 // minute for every leg, surcharges, and the TimeLimit Keybrake sets on a

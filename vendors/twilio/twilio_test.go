@@ -234,7 +234,7 @@ func TestQuoteRefusals(t *testing.T) {
 		{"call by nothing", request("POST", calls, form("To", "+15551234567")), keybrake.CodeUnpriceableRequest, "exactly one of Twiml"},
 		{"call to sip", request("POST", calls, form("To", "sip:a@b.c", "Twiml", "<Response/>")), keybrake.CodeUnpriceableRequest, "SIP"},
 		{"call to germany", request("POST", calls, form("To", "+4915112345678", "Twiml", "<Response/>")), keybrake.CodeUnpriceableRequest, "per_minute.countries.DE"},
-		{"call too long", request("POST", calls, form("To", "+15551234567", "Twiml", "<Response/>", "TimeLimit", "14401")), keybrake.CodeUnpriceableRequest, "TimeLimit"},
+		{"call too long", request("POST", calls, form("To", "+15551234567", "Twiml", "<Response/>", "TimeLimit", "86401")), keybrake.CodeUnpriceableRequest, "TimeLimit"},
 		{"call unknown param", request("POST", calls, form("To", "+15551234567", "Twiml", "<Response/>", "Transcribe", "true")), keybrake.CodeUnpriceableRequest, `"Transcribe"`},
 		{"call fallback", request("POST", calls, form("To", "+15551234567", "Twiml", "<Response/>", "FallbackUrl", "https://x")), keybrake.CodeUnpriceableRequest, "FallbackUrl"},
 		{"call two numbers", request("POST", calls, form("To", "+15551234567", "Twiml", "<Response><Dial><Number>+15550000001</Number><Number>+15550000002</Number></Dial></Response>")), keybrake.CodeUnpriceableRequest, "exactly one number"},

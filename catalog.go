@@ -127,7 +127,7 @@ type Catalog struct {
 	normalize func(string) string
 	ops       []*Operation
 	byName    map[string]*Operation
-	byShape   map[string][]*Operation // method + segment count
+	byShape   map[shapeKey][]*Operation
 }
 
 // NewCatalog validates a vendor's operations. normalize, when not nil, maps
@@ -138,7 +138,7 @@ func NewCatalog(vendor string, normalize func(path string) string, ops []*Operat
 	if normalize == nil {
 		normalize = func(p string) string { return p }
 	}
-	c := &Catalog{vendor: vendor, normalize: normalize, byName: map[string]*Operation{}, byShape: map[string][]*Operation{}}
+	c := &Catalog{vendor: vendor, normalize: normalize, byName: map[string]*Operation{}, byShape: map[shapeKey][]*Operation{}}
 	for _, op := range ops {
 		if err := c.Add(op); err != nil {
 			return nil, err
@@ -156,7 +156,14 @@ func MustCatalog(vendor string, normalize func(path string) string, ops []*Opera
 	return c
 }
 
-func shape(method string, n int) string { return fmt.Sprintf("%s %d", method, n) }
+// shapeKey groups operations by method and number of segments: only those
+// can match a path.
+type shapeKey struct {
+	method string
+	n      int
+}
+
+func shape(method string, n int) shapeKey { return shapeKey{method, n} }
 
 // Add adds an operation, refusing a duplicate name or method and pattern.
 // Only before serving: a Catalog is read concurrently afterwards.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
+	"github.com/keybrake/keybrake/internal/sandbox"
 	"github.com/keybrake/keybrake/server"
 )
 
@@ -315,4 +317,46 @@ func TestMulticaptureAddsUp(t *testing.T) {
 	if got := getKey(t, env, k.ID).SpentUSD.String(); got != "5.00" {
 		t.Fatalf("spent %s, want 5.00", got)
 	}
+}
+
+// A lookup the vendor cannot answer refuses the call with 503
+// lookup_failed, retryable, and forwards nothing; a 404 is a 400.
+func TestLookupFailureForwardsNothing(t *testing.T) {
+	env := kbtest.Start(t)
+	env.Stripe.Fault = func(r *http.Request, n int) sandbox.Fault {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "pi_down") {
+			return sandbox.FailBeforeApply
+		}
+		return sandbox.NoFault
+	}
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "5", AllowedEndpoints: []string{"payment_intents.confirm"}})
+	for _, c := range []struct {
+		id, code string
+		status   int
+	}{{"pi_down", "lookup_failed", 503}, {"pi_missing", "unpriceable_request", 400}} {
+		before := len(env.Stripe.Received())
+		r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents/"+c.id+"/confirm", formCT, "")
+		if r.Status != c.status || refusalCode(r.Body) != c.code {
+			t.Fatalf("%s: %d %s", c.id, r.Status, r.Body)
+		}
+		got := env.Stripe.Received()[before:]
+		if len(got) != 1 || got[0].Method != "GET" {
+			t.Fatalf("%s: the vendor received %+v, want only the lookup", c.id, got)
+		}
+	}
+	if k := getKey(t, env, k.ID); *k.SpentUSD != 0 || *k.ReservedUSD != 0 {
+		t.Fatalf("spent %s reserved %s", k.SpentUSD, k.ReservedUSD)
+	}
+}
+
+// A revoked key makes no lookup: nothing reaches the vendor.
+func TestRevokedKeyMakesNoLookup(t *testing.T) {
+	env := kbtest.Start(t)
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "5", AllowedEndpoints: []string{"payment_intents.confirm"}})
+	id := env.Stripe.AddPaymentIntent(100, "usd", "")
+	if _, err := env.Admin.RevokeKey(context.Background(), k.ID); err != nil {
+		t.Fatal(err)
+	}
+	r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents/"+id+"/confirm", formCT, "")
+	expectDenied(t, env.Stripe, 0, r, 401, "key_revoked")
 }

@@ -41,6 +41,9 @@ const (
 	CodeIssuerLimitExceeded    Code = "issuer_limit_exceeded"
 	CodeForbidden              Code = "forbidden"
 	CodeUnsupportedContentType Code = "unsupported_content_type"
+	CodeUnknownOperation       Code = "unknown_operation"
+	CodeOperationForbidden     Code = "operation_forbidden"
+	CodeLookupFailed           Code = "lookup_failed"
 )
 
 // HTTPStatus is the status a code is answered with.
@@ -51,7 +54,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadRequest
 	case CodeUnauthorized, CodeInvalidVaultKey, CodeKeyRevoked, CodeKeyExpired:
 		return http.StatusUnauthorized
-	case CodeVendorMismatch, CodeEndpointNotAllowed, CodeIssuerLimitExceeded, CodeForbidden:
+	case CodeVendorMismatch, CodeEndpointNotAllowed, CodeIssuerLimitExceeded, CodeForbidden,
+		CodeUnknownOperation, CodeOperationForbidden:
 		return http.StatusForbidden
 	case CodeNotFound, CodeUnknownVendor:
 		return http.StatusNotFound
@@ -67,7 +71,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusTooManyRequests
 	case CodeUpstreamUnreachable:
 		return http.StatusBadGateway
-	case CodeStoreUnavailable, CodeVendorNotConfigured:
+	case CodeStoreUnavailable, CodeVendorNotConfigured, CodeLookupFailed:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

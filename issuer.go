@@ -23,8 +23,9 @@ type IssuerToken struct {
 
 // Permits checks a key about to be issued against the token's ceilings and
 // names the first ceiling it exceeds (issuer_limit_exceeded, with Field set
-// to the ceiling).
-func (t *IssuerToken) Permits(k *Key, ttl time.Duration) *Error {
+// to the ceiling). cat is the key's vendor catalogue, which says what each
+// rule grants.
+func (t *IssuerToken) Permits(k *Key, ttl time.Duration, cat *Catalog) *Error {
 	deny := func(field, format string, args ...any) *Error {
 		e := Errorf(CodeIssuerLimitExceeded, format, args...)
 		e.Field = field
@@ -43,18 +44,53 @@ func (t *IssuerToken) Permits(k *Key, ttl time.Duration) *Error {
 		return deny("max_expires_in", "expires_in %s is longer than issuer token %s's ceiling of %s", ttl, t.Name, t.MaxExpiresIn)
 	}
 	for _, r := range k.Rules {
-		if !t.Endpoints.Cover(r) {
+		if !t.Endpoints.Grants(r, cat) {
 			return deny("endpoints", "endpoint %q is outside issuer token %s's endpoints %v", r.String(), t.Name, t.Endpoints.Strings())
 		}
 	}
 	return nil
 }
 
-// Cover reports whether the allow-list contains a rule at least as broad as
-// r: same method and shape, each segment equal or a "*" (a "*" in r is only
-// covered by a "*").
+// Grants reports whether the allow-list grants at least what rule r does:
+// literally (Cover), or because every operation r covers in the catalogue is
+// covered by one of the list's rules, whichever form each is written in. A
+// rule that covers no operation is granted by nothing.
+func (rs Rules) Grants(r Rule, cat *Catalog) bool {
+	if rs.Cover(r) {
+		return true
+	}
+	if cat == nil {
+		return false
+	}
+	ops := cat.Covers(r)
+	if len(ops) == 0 {
+		return false
+	}
+	granted := map[*Operation]bool{}
+	for _, c := range rs {
+		for _, op := range cat.Covers(c) {
+			granted[op] = true
+		}
+	}
+	for _, op := range ops {
+		if !granted[op] {
+			return false
+		}
+	}
+	return true
+}
+
+// Cover reports whether the list contains a path rule at least as broad as
+// the path rule r: same method and shape, each segment equal or a "*" (a
+// "*" in r is only covered by a "*"), or the same operation rule.
 func (rs Rules) Cover(r Rule) bool {
 	for _, c := range rs {
+		if r.Op != "" || c.Op != "" {
+			if r.Op != "" && c.Op == r.Op {
+				return true
+			}
+			continue
+		}
 		if c.Method != r.Method || len(c.Segments) != len(r.Segments) {
 			continue
 		}

@@ -16,7 +16,7 @@ func TestIssuerTokenPermits(t *testing.T) {
 		}
 		return k
 	}
-	if e := tok.Permits(key(nil), time.Hour); e != nil {
+	if e := tok.Permits(key(nil), time.Hour, nil); e != nil {
 		t.Fatalf("within ceilings: %v", e)
 	}
 	for field, k := range map[string]*Key{
@@ -25,11 +25,11 @@ func TestIssuerTokenPermits(t *testing.T) {
 		"max_total_usd_cap": key(func(k *Key) { k.TotalCap = 0 }),
 		"endpoints":         key(func(k *Key) { k.Rules, _ = ParseRules([]string{"POST /v1/payment_intents/*"}) }),
 	} {
-		if e := tok.Permits(k, time.Hour); e == nil || e.Field != field || e.Code != CodeIssuerLimitExceeded {
+		if e := tok.Permits(k, time.Hour, nil); e == nil || e.Field != field || e.Code != CodeIssuerLimitExceeded {
 			t.Errorf("%s: %v", field, e)
 		}
 	}
-	if e := tok.Permits(key(nil), 7*time.Hour); e == nil || e.Field != "max_expires_in" {
+	if e := tok.Permits(key(nil), 7*time.Hour, nil); e == nil || e.Field != "max_expires_in" {
 		t.Errorf("max_expires_in: %v", e)
 	}
 }

@@ -123,6 +123,7 @@ type Call struct {
 	Method          string        `json:"method"`
 	Path            string        `json:"path"`
 	Rule            string        `json:"matched_rule,omitempty"`
+	Operation       string        `json:"operation,omitempty"`
 	Outcome         Outcome       `json:"outcome"`
 	Code            Code          `json:"code,omitempty"`
 	Status          int           `json:"http_status"`

@@ -14,7 +14,10 @@ type Attempt struct {
 	Method string
 	Path   string
 	Rule   string // matched rule, if any
-	Item   string // the client's Keybrake-Item header
+	// Operation is the catalogue operation the call resolved to
+	// ("payment_intents.confirm"), if any.
+	Operation string
+	Item      string // the client's Keybrake-Item header
 
 	// Denial, when set, records a refusal decided before the ledger (bad
 	// path, endpoint not allowed, unpriceable body). The key's own status
@@ -22,6 +25,19 @@ type Attempt struct {
 	Denial *Error
 
 	Estimate Micros
+	// Step, when set, lets the ledger reserve less than Estimate to fit the
+	// caps: Estimate − k·Step for the smallest k ≥ 0, but never below Floor
+	// (a bounded call; Decision.Reserved says what was reserved).
+	Step  Micros
+	Floor Micros
+	// ObjectID is the existing vendor object the call acts on, recorded on
+	// its audit row from the decision on. With Exposure, Estimate is the
+	// most that object can move after the call and the reservation is only
+	// what the key has not counted on it yet: max(0, Estimate − counted),
+	// counted being the sum of the key's calls on the object that were not
+	// released, computed under the key's lock.
+	ObjectID string
+	Exposure bool
 
 	// IdempotencyKey scopes a retry; Fingerprint is a hash of method, path
 	// and body: the same key with another fingerprint is refused.
@@ -48,6 +64,10 @@ type Decision struct {
 	CapName   string // "daily", "total" or "per_call"
 	Cap       Micros
 	Requested Micros
+
+	// Reserved is what the call reserved (after exposure and flexible
+	// reservation); the call is forwarded for exactly that.
+	Reserved Micros
 
 	Replay *StoredResponse // set when the answer is a stored response
 	// RetryOf is set when this call took over the reservation of an earlier

@@ -12,26 +12,30 @@ import (
 // vendor is a new package implementing this interface; the proxy knows
 // nothing vendor-specific.
 //
-// The proxy calls Prepare before reserving (to price the call), Direct while
-// forwarding (to aim the request at the vendor with the real credential) and
-// Settle on the answer (to read the actual cost).
+// A vendor is transport (where its API lives, how the credential is sent,
+// how its bodies are encoded and its errors shaped) plus its Catalog, the
+// one table of what Keybrake forwards and how each operation is priced.
+// The proxy resolves a call to an operation, calls Prepare to encode it,
+// has the operation price it, reserves, then Direct while forwarding.
 type Vendor interface {
 	// Name is the route prefix and the key's vendor: "stripe".
 	Name() string
 	// Owns reports whether a root-form path (/v1/...) belongs to this
 	// vendor's API, for clients whose SDK cannot take a base path.
 	Owns(path string) bool
-	// Prepare validates the request and estimates its cost. It may replace
-	// the body (Stripe: JSON converted to form encoding). Errors are
-	// *Error with a code such as unpriceable_request.
+	// Catalog is the vendor's operations: a path it does not resolve is
+	// refused (unknown_operation).
+	Catalog() *Catalog
+	// Prepare checks and encodes the request for forwarding (Stripe: JSON
+	// converted to form encoding; Twilio: the real account SID in the
+	// path). It does not price. Errors are *Error.
 	Prepare(req *VendorRequest) (*Prepared, error)
 	// Direct points the outgoing request at the vendor and injects the
 	// real credential. The client's Authorization is already removed.
 	Direct(out *http.Request, p *Prepared)
-	// Settle reads the actual cost and the vendor's object id from a 2xx
-	// answer. ok=false means the cost could not be read: the estimate
-	// stands. Body may be truncated at the proxy's read limit.
-	Settle(p *Prepared, resp *VendorResponse) (actual Micros, objectID string, ok bool)
+	// ObjectID reads the id of the object a 2xx answer describes ("" if
+	// none); Body may be truncated at the proxy's read limit.
+	ObjectID(resp *VendorResponse) string
 	// DedupesIdempotency reports whether the vendor itself honours
 	// Idempotency-Key, making a retry after an unknown outcome safe.
 	DedupesIdempotency() bool
@@ -81,18 +85,18 @@ type VendorResponse struct {
 	Truncated bool
 }
 
-// Prepared is a priced request, ready to forward.
+// Prepared is a request encoded for forwarding.
 type Prepared struct {
-	Estimate    Micros
-	Body        []byte // what to forward
+	Body        []byte // what to forward (a bounded call's body is finalised after the reservation)
 	ContentType string // set when Body was re-encoded
+	// Form is Body's parameters when it is form-encoded (Stripe, Twilio),
+	// for the operation's pricer.
+	Form url.Values
 	// UpstreamPath is the path to send; empty means the client's path.
 	UpstreamPath string
-	// Priced is true for endpoints that move money: their settlement
-	// reads the response body.
-	Priced bool
-	// Detail is vendor-private state carried from Prepare to Settle.
-	Detail any
+	// FetchHeader is sent with the lookups that price the call, so they read
+	// the object the call acts on (Stripe-Account, Stripe-Version).
+	FetchHeader http.Header
 }
 
 // ErrorReply is a Keybrake refusal. Every vendor shape carries at least the
@@ -143,16 +147,20 @@ func Aim(out *http.Request, base *url.URL, p *Prepared) {
 	out.Host = base.Host
 }
 
-// CheckPricedBody refuses what would let a call priced from its body carry
-// something the price did not see: a compressed body (the vendor would
-// decompress what Keybrake could not read) or query parameters (the vendor
-// could read them as parameters). Vendors call it before pricing a body.
-func CheckPricedBody(req *VendorRequest) error {
+// CheckBody refuses what would let a call carry something Keybrake did not
+// read: a compressed body (the vendor would decompress what Keybrake could
+// not read), query parameters on a call that is not a GET (the vendor could
+// read them as parameters Keybrake did not price), or a body on a GET or
+// DELETE. The proxy applies it to every call.
+func CheckBody(req *VendorRequest) error {
 	if enc := req.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
-		return Errorf(CodeUnpriceableRequest, "Content-Encoding %q: priced endpoints need an uncompressed body", enc)
+		return Errorf(CodeUnpriceableRequest, "Content-Encoding %q: Keybrake reads the body it forwards, so it must be uncompressed", enc)
 	}
-	if req.Query != "" {
-		return Errorf(CodeUnpriceableRequest, "query parameters are not accepted on %s %s: the vendor could read them as parameters Keybrake did not price", req.Method, req.Path)
+	if req.Query != "" && req.Method != http.MethodGet {
+		return Errorf(CodeUnpriceableRequest, "query parameters are not accepted on %s %s: the vendor could read them as parameters Keybrake did not price; send them in the body", req.Method, req.Path)
+	}
+	if len(req.Body) > 0 && (req.Method == http.MethodGet || req.Method == http.MethodDelete) {
+		return Errorf(CodeUnpriceableRequest, "a %s request carries no body", req.Method)
 	}
 	return nil
 }

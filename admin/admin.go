@@ -36,11 +36,13 @@ type Store interface {
 }
 
 // VendorInfo is what key issuance checks against: a vendor's name, whether
-// its credential is configured, and which root paths it owns.
+// its credential is configured, which root paths it owns, and its
+// operation catalogue.
 type VendorInfo interface {
 	Name() string
 	Owns(path string) bool
 	Configured() bool
+	Catalog() *keybrake.Catalog
 }
 
 // Config configures the admin API.

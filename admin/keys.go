@@ -66,6 +66,9 @@ type KeyJSON struct {
 	DeniedCalls      *int64             `json:"denied_calls,omitempty"`
 
 	AlertThresholds []int `json:"alert_thresholds"`
+	// AllowedOperations lists, for each allowed endpoint, the catalogue
+	// operations it grants (grants.go).
+	AllowedOperations []RuleGrant `json:"allowed_operations,omitempty"`
 }
 
 func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
@@ -154,18 +157,15 @@ func (a *API) ValidateIssue(req *IssueRequest) (*keybrake.Key, time.Duration, *k
 	}
 
 	if len(req.AllowedEndpoints) == 0 {
-		return nil, 0, keybrake.FieldError("allowed_endpoints", "allowed_endpoints is required: a non-empty list such as [\"POST /v1/payment_intents\"]")
+		return nil, 0, keybrake.FieldError("allowed_endpoints", "allowed_endpoints is required: a non-empty list such as [\"POST /v1/payment_intents\"] or [\"payment_intents.create\"]")
 	}
 	rules, perr := keybrake.ParseRules(req.AllowedEndpoints)
 	if perr != nil {
 		return nil, 0, keybrake.FieldError("allowed_endpoints", "%v", perr)
 	}
-	for _, r := range rules {
-		if !v.Owns("/" + strings.Join(r.Segments, "/")) {
-			return nil, 0, keybrake.FieldError("allowed_endpoints", "%q is not a %s API path", r.String(), req.Vendor)
-		}
+	if k.Rules, err = checkRules(v, rules); err != nil {
+		return nil, 0, err
 	}
-	k.Rules = rules
 
 	ttl, err := a.expiresIn(req.ExpiresIn)
 	if err != nil {
@@ -280,7 +280,7 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if issuer := who(r).issuer; issuer != nil {
-		if e := issuer.Permits(k, ttl); e != nil {
+		if e := issuer.Permits(k, ttl, a.vendors[k.Vendor].Catalog()); e != nil {
 			writeError(w, e)
 			return
 		}
@@ -294,6 +294,7 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := keyJSON(created, keybrake.StatusActive)
+	out.AllowedOperations = a.grants(created.Vendor, created.Rules)
 	out.VaultKey = secret
 	a.log.Info("vault key issued", "key_id", created.ID, "vendor", created.Vendor,
 		"daily_usd_cap", created.DailyCap.String(), "expires_at", created.ExpiresAt, "agent_run_label", created.AgentRunLabel)
@@ -303,7 +304,9 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
 	v, ok := a.ownKey(w, r)
 	if ok {
-		writeJSON(w, http.StatusOK, viewJSON(v))
+		out := viewJSON(v)
+		out.AllowedOperations = a.grants(v.Vendor, v.Rules)
+		writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -361,7 +364,9 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	page := Page[KeyJSON]{Data: make([]KeyJSON, 0, len(views)), NextCursor: next, HasMore: next != ""}
 	for _, v := range views {
-		page.Data = append(page.Data, viewJSON(v))
+		out := viewJSON(v)
+		out.AllowedOperations = a.grants(v.Vendor, v.Rules)
+		page.Data = append(page.Data, out)
 	}
 	writeJSON(w, http.StatusOK, page)
 }

@@ -87,15 +87,9 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, keybrake.FieldError("endpoints", "%v", err))
 		return
 	}
-	for _, rule := range rules {
-		owned := false
-		for _, v := range vendors {
-			owned = owned || v.Owns("/"+strings.Join(rule.Segments, "/"))
-		}
-		if !owned {
-			writeError(w, keybrake.FieldError("endpoints", "%q is not an API path of %v", rule.String(), t.Vendors))
-			return
-		}
+	if e := checkTokenRules(vendors, t.Vendors, rules); e != nil {
+		writeError(w, e)
+		return
 	}
 	t.Endpoints = rules
 	if t.MaxExpiresIn, e = a.duration("max_expires_in", req.MaxExpiresIn); e != nil {

@@ -22,7 +22,7 @@ type FileError struct {
 	File   string
 	Line   int
 	Column int
-	Field  string // dotted path: twilio.sms.countries.US
+	Field  string // dotted path: operations.twilio.messages.create.sms.countries.US
 	Msg    string
 }
 
@@ -41,7 +41,7 @@ func (e *FileError) Error() string {
 }
 
 // Load reads a pricing file (YAML or JSON: JSON is read as YAML's flow
-// style) over the built-in defaults.
+// style). Its operations are checked against the catalogues by ApplyTo.
 func Load(path string) (*Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -94,6 +94,7 @@ func (t *Table) Apply(name string, data []byte) error {
 		return nil // an empty file overrides nothing
 	}
 	p := &fileParser{name: name, t: t}
+	t.file = p
 	return p.top(body)
 }
 
@@ -259,14 +260,13 @@ func (p *fileParser) top(n ast.Node) error {
 			}
 		case "fx":
 			err = p.fx(e.value)
-		case "stripe":
-			err = p.vendor(e.value, "stripe", &p.t.Stripe.Endpoints, nil)
-		case "twilio":
-			err = p.vendor(e.value, "twilio", &p.t.Twilio.Endpoints, p.twilio)
-		case "resend":
-			err = p.vendor(e.value, "resend", &p.t.Resend.Endpoints, p.resend)
+		case "operations":
+			p.t.ops, err = p.mapping(e.value, "operations")
+		case "stripe", "twilio", "resend":
+			return p.err(e.keyNode, e.key, "per-vendor sections were replaced by operations, priced by name: "+
+				"operations: {%s: {fixed: \"0.01\"}} (run `keybrake pricing` for every operation and its settings)", example[e.key])
 		default:
-			return p.err(e.keyNode, e.key, "unknown section (want version, fx, stripe, twilio or resend)")
+			return p.err(e.keyNode, e.key, "unknown section (want version, fx or operations)")
 		}
 		if err != nil {
 			return err
@@ -274,6 +274,8 @@ func (p *fileParser) top(n ast.Node) error {
 	}
 	return nil
 }
+
+var example = map[string]string{"stripe": "stripe.customers.create", "twilio": "twilio.incoming_phone_numbers.create", "resend": "resend.broadcasts.send"}
 
 // fx reads "EUR: 1.08" entries: USD per major unit, exact.
 func (p *fileParser) fx(n ast.Node) error {
@@ -292,96 +294,6 @@ func (p *fileParser) fx(n ast.Node) error {
 		}
 	}
 	return nil
-}
-
-// vendor reads a vendor section: "endpoints" plus the vendor's own keys.
-func (p *fileParser) vendor(n ast.Node, name string, eps *Endpoints, own func(e entry) (bool, error)) error {
-	entries, err := p.mapping(n, name)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.key == "endpoints" {
-			if err := p.endpoints(e.value, name+".endpoints", eps); err != nil {
-				return err
-			}
-			continue
-		}
-		known := false
-		if own != nil {
-			if known, err = own(e); err != nil {
-				return err
-			}
-		}
-		if !known {
-			want := "endpoints"
-			switch name {
-			case "twilio":
-				want = "sms, mms, call_max or endpoints"
-			case "resend":
-				want = "per_email or endpoints"
-			}
-			return p.err(e.keyNode, name+"."+e.key, "unknown field (want %s)", want)
-		}
-	}
-	return nil
-}
-
-// endpoints reads "POST /v1/customers": "0.01" entries.
-func (p *fileParser) endpoints(n ast.Node, field string, eps *Endpoints) error {
-	entries, err := p.mapping(n, field)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		f := field + "." + e.key
-		rule, err := keybrake.ParseRule(e.key)
-		if err != nil {
-			return p.err(e.keyNode, f, "%v", err)
-		}
-		price, err := p.money(e.value, f)
-		if err != nil {
-			return err
-		}
-		line := 0
-		if tk := e.keyNode.GetToken(); tk != nil && tk.Position != nil {
-			line = tk.Position.Line
-		}
-		*eps = eps.set(EndpointPrice{Rule: rule, Price: price, Line: line})
-	}
-	return nil
-}
-
-func (p *fileParser) twilio(e entry) (bool, error) {
-	switch e.key {
-	case "sms":
-		return true, p.countries(e.value, "twilio.sms", &p.t.Twilio.SMS)
-	case "mms":
-		return true, p.countries(e.value, "twilio.mms", &p.t.Twilio.MMS)
-	case "call_max":
-		m, err := p.money(e.value, "twilio.call_max")
-		if err != nil {
-			return true, err
-		}
-		if m == 0 {
-			return true, p.err(e.value, "twilio.call_max", "must be greater than 0: a call's cost is unknown when it starts")
-		}
-		p.t.Twilio.CallMax = m
-		return true, nil
-	}
-	return false, nil
-}
-
-func (p *fileParser) resend(e entry) (bool, error) {
-	if e.key != "per_email" {
-		return false, nil
-	}
-	m, err := p.money(e.value, "resend.per_email")
-	if err != nil {
-		return true, err
-	}
-	p.t.Resend.PerEmail = m
-	return true, nil
 }
 
 // countries reads {default: "0.10", countries: {US: "0.0083", "+1876": …}}.

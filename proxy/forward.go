@@ -133,12 +133,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	case res.StatusCode >= 500:
 		st.Outcome = keybrake.OutcomeUnknown
 	case res.StatusCode >= 200 && res.StatusCode < 300:
-		actual, objectID, ok := c.vendor.Settle(c.prepared, &keybrake.VendorResponse{
-			Status: res.StatusCode, Header: res.Header, Body: buf, Truncated: truncated || readErr != nil})
-		if !ok && c.prepared.Priced {
-			actual = c.prepared.Estimate // unreadable answer: the estimate stands
+		vr := &keybrake.VendorResponse{Status: res.StatusCode, Header: res.Header, Body: buf, Truncated: truncated || readErr != nil}
+		actual, ok := c.settledCost(vr) // an unreadable answer: the reservation stands
+		if !ok {
 			_, st.ReconcileDue = c.vendor.(keybrake.Reconciler)
 		}
+		objectID := c.vendor.ObjectID(vr)
 		if rd, isRD := c.vendor.(keybrake.ReplayDetector); isRD && rd.VendorReplayed(res.Header) && c.decision.RetryOf == 0 {
 			// The vendor answered from its own idempotency cache: this call
 			// moved no money (the first one was counted where it was made).
@@ -197,7 +197,7 @@ func (p *Proxy) settle(c *call, st keybrake.Settlement) {
 	p.observeUpstream(c)
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
 	if st.Outcome == keybrake.OutcomeUnknown {
-		c.actual = c.prepared.Estimate
+		c.actual = c.decision.Reserved
 	}
 	var u keybrake.Usage
 	var err error

@@ -1,10 +1,11 @@
 // Package proxy is Keybrake's vendor-facing HTTP handler. For each request it
 // authenticates the vault key, checks the raw request target is canonical,
-// matches the key's allow-list, has the vendor price the call, and asks the
-// ledger for one atomic decision (status, expiry, caps, reservation,
-// idempotency). Only a committed reservation is forwarded, through
-// httputil.ReverseProxy with the real credential; the answer is settled and
-// audited before the client sees it.
+// resolves it to one operation of the vendor's catalogue (a path that
+// resolves to none does not exist), matches the key's allow-list, has the
+// operation price the call, and asks the ledger for one atomic decision
+// (status, expiry, caps, reservation, idempotency). Only a committed
+// reservation is forwarded, through httputil.ReverseProxy with the real
+// credential; the answer is settled and audited before the client sees it.
 package proxy
 
 import (
@@ -25,6 +26,9 @@ import (
 // Ledger is what the proxy needs from the store.
 type Ledger interface {
 	KeyByHash(ctx context.Context, secretHash string) (*keybrake.Key, error)
+	// GetKey reads a key's current status, before a lookup reads a vendor
+	// object for a key that may have been revoked.
+	GetKey(ctx context.Context, id string) (*keybrake.KeyView, error)
 	Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error)
 	Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error)
 }
@@ -131,6 +135,8 @@ type call struct {
 	rule     string
 	item     string
 	idemKey  string
+	op       *keybrake.Operation
+	quote    *keybrake.Quote
 	prepared *keybrake.Prepared
 	decision keybrake.Decision
 	upstream context.Context
@@ -222,18 +228,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.path, c.query = path, query
 	attempt.Path = path
 
-	// 3. The allow-list. A root path no vendor of the key owns is refused
-	// like any other disallowed endpoint.
-	rule, allowed := c.key.Rules.Match(r.Method, path)
+	// 3. The catalogue, then the allow-list. A root path no vendor of the
+	// key owns is refused like any other disallowed endpoint.
 	if !prefixed && !c.vendor.Owns(path) {
-		allowed = false
-	}
-	if !allowed {
-		attempt.Denial = keybrake.Errorf(keybrake.CodeEndpointNotAllowed, "%s %s is not in the allow-list of vault key %s", r.Method, path, c.key.ID)
+		attempt.Denial = keybrake.Errorf(keybrake.CodeEndpointNotAllowed, "%s %s is not a %s API path", r.Method, path, c.vendor.Name())
 		p.decideAndDeny(w, r, c, attempt)
 		return
 	}
-	c.rule = rule.String()
+	op, params, denial := p.resolve(c, r.Method, path)
+	if op != nil {
+		attempt.Operation = op.Name
+	}
+	if denial != nil {
+		attempt.Denial = denial
+		p.decideAndDeny(w, r, c, attempt)
+		return
+	}
 	attempt.Rule = c.rule
 	if !c.vendor.Configured() {
 		attempt.Denial = keybrake.Errorf(keybrake.CodeVendorNotConfigured, "%s has no credential configured on this Keybrake; nothing was forwarded", c.vendor.Name())
@@ -241,7 +251,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// 4. Price the call from its body.
+	// 4. Price the call: read the body, have the vendor encode it and the
+	// operation price it (looking up the object it acts on, if need be).
 	if k := r.Header.Get("Idempotency-Key"); k != "" {
 		if len(k) > 255 || !printable(k) {
 			attempt.Denial = keybrake.Errorf(keybrake.CodeInvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 printable ASCII characters")
@@ -261,17 +272,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.decideAndDeny(w, r, c, attempt)
 		return
 	}
-	prep, err := c.vendor.Prepare(&keybrake.VendorRequest{Method: r.Method, Path: path, Query: query, Header: r.Header, Body: body})
-	if err != nil {
-		attempt.Denial = asError(err)
+	if e := p.price(r.Context(), c, op, params, &keybrake.VendorRequest{Method: r.Method, Path: path, Query: query, Header: r.Header, Body: body}, &attempt); e != nil {
+		attempt.Denial = e
 		p.decideAndDeny(w, r, c, attempt)
 		return
 	}
-	if prep.UpstreamPath == "" {
-		prep.UpstreamPath = path
-	}
-	c.prepared = prep
-	attempt.Estimate = prep.Estimate
 	if c.idemKey != "" {
 		attempt.IdempotencyKey = c.idemKey
 		attempt.Fingerprint = fingerprint(r.Method, c.vendor.Name(), path, query, body)
@@ -293,7 +298,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !d.Allowed:
 		p.deny(w, c, d)
 	default:
-		p.forward(w, r, c)
+		if p.finalize(w, c) {
+			p.forward(w, r, c)
+		}
 	}
 }
 

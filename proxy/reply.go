@@ -151,14 +151,17 @@ func (p *Proxy) logCall(c *call) {
 	if c.decision.CallID != 0 {
 		attrs = append(attrs, slog.Int64("call_id", c.decision.CallID))
 	}
+	if c.op != nil {
+		attrs = append(attrs, slog.String("operation", c.op.Name))
+	}
 	if c.rule != "" {
 		attrs = append(attrs, slog.String("rule", c.rule))
 	}
 	if c.code != "" {
 		attrs = append(attrs, slog.String("code", string(c.code)))
 	}
-	if c.prepared != nil {
-		attrs = append(attrs, slog.String("estimated_usd", c.prepared.Estimate.String()), slog.String("actual_usd", c.actual.String()))
+	if c.quote != nil {
+		attrs = append(attrs, slog.String("estimated_usd", c.decision.Reserved.String()), slog.String("actual_usd", c.actual.String()))
 	}
 	if c.objectID != "" {
 		attrs = append(attrs, slog.String("object_id", c.objectID))

@@ -29,7 +29,7 @@ func writeFile(t *testing.T, name, content string) string {
 // with an error naming the file, line and field.
 func TestMalformedPricingFileStopsServe(t *testing.T) {
 	bin := kbtest.Binary(t)
-	bad := writeFile(t, "pricing.yaml", "twilio:\n  sms:\n    countries:\n      GB: 0.05\n      DE: 0,08\n")
+	bad := writeFile(t, "pricing.yaml", "operations:\n  twilio.messages.create:\n    sms:\n      countries:\n        GB: 0.05\n        DE: 0,08\n")
 	for _, args := range [][]string{
 		{"serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "kb.db"), "--pricing", bad},
 		{"pricing", "--pricing", bad},
@@ -50,7 +50,7 @@ func TestMalformedPricingFileStopsServe(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s exited 0 with a malformed pricing file:\n%s", args[0], out)
 		}
-		want := bad + ":5:11: twilio.sms.countries.DE: "
+		want := bad + ":6:13: operations.twilio.messages.create.sms.countries.DE: "
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("%s: output %q does not name %q", args[0], out, want)
 		}
@@ -62,7 +62,7 @@ func TestMalformedPricingFileStopsServe(t *testing.T) {
 // `keybrake pricing --json` prints them.
 func TestServeWithPricingFile(t *testing.T) {
 	fakes := kbtest.StartFakes(t)
-	file := writeFile(t, "pricing.json", `{"twilio": {"sms": {"countries": {"GB": "0.05"}}}, "resend": {"per_email": 0.001}}`)
+	file := writeFile(t, "pricing.json", `{"operations": {"twilio.messages.create": {"sms": {"countries": {"GB": "0.05"}}}, "resend.emails.send": {"per_recipient": 0.001}}}`)
 
 	cmd := exec.Command(kbtest.Binary(t), "pricing", "--json", "--pricing", file)
 	out, err := cmd.Output()
@@ -70,21 +70,43 @@ func TestServeWithPricingFile(t *testing.T) {
 		t.Fatalf("keybrake pricing: %v", err)
 	}
 	var view struct {
-		Source string `json:"source"`
-		Twilio struct {
-			SMS struct {
-				Countries map[string]string `json:"countries"`
-			} `json:"sms_per_segment"`
-		} `json:"twilio"`
-		Resend struct {
-			PerEmail string `json:"per_email"`
-		} `json:"resend"`
+		Source     string `json:"source"`
+		Operations []struct {
+			Operation string `json:"operation"`
+			Model     string `json:"price_model"`
+			Settings  struct {
+				SMS struct {
+					Countries map[string]string `json:"countries"`
+				} `json:"sms"`
+				PerRecipient string `json:"per_recipient"`
+			} `json:"settings"`
+		} `json:"operations"`
 	}
 	if err := json.Unmarshal(out, &view); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if view.Source != file || view.Twilio.SMS.Countries["GB"] != "0.05" || view.Twilio.SMS.Countries["US"] != "0.015" || view.Resend.PerEmail != "0.001" {
-		t.Fatalf("effective table: %s", out)
+	found := 0
+	for _, op := range view.Operations {
+		switch op.Operation {
+		case "twilio.messages.create":
+			if sms := op.Settings.SMS.Countries; sms["GB"] != "0.05" || sms["US"] != "0.015" || op.Model != "body" {
+				t.Fatalf("messages.create: %+v", op)
+			}
+			found++
+		case "resend.emails.send":
+			if op.Settings.PerRecipient != "0.001" {
+				t.Fatalf("emails.send: %+v", op)
+			}
+			found++
+		case "twilio.keys.create":
+			if op.Model != "forbidden" {
+				t.Fatalf("keys.create: %+v", op)
+			}
+			found++
+		}
+	}
+	if view.Source != file || found != 3 {
+		t.Fatalf("effective catalogue: %s", out)
 	}
 
 	proc := kbtest.Serve(t, kbtest.EnvVars(

@@ -146,3 +146,44 @@ func startStripeMock(t *testing.T) string {
 	}
 	return ""
 }
+
+// Lookup pricing reads objects in Stripe's own schema: stripe-go confirms,
+// captures and refunds through Keybrake, which reads each PaymentIntent or
+// charge from stripe-mock before reserving what it can move.
+func TestStripeGoLookupsAgainstStripeMock(t *testing.T) {
+	addr := startStripeMock(t)
+	count, front := newCounter(t, "http://"+addr)
+	env := kbtest.Start(t, kbtest.Options{Configure: func(cfg *server.Config) {
+		cfg.Vendors.StripeBaseURL = front.URL
+	}})
+	ctx := context.Background()
+	key := issue(t, env, "stripe", "50", "payment_intents.confirm", "payment_intents.capture", "POST /v1/refunds")
+	sc := stripeClient(env.URL, key)
+	pi, err := sc.V1PaymentIntents.Confirm(ctx, "pi_lookup1", &stripe.PaymentIntentConfirmParams{PaymentMethod: stripe.String("pm_card_visa")})
+	if err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	spent := pi.LastResponse.Header.Get("Keybrake-Spent-Usd")
+	if spent == "" || spent == "0.00" {
+		t.Fatalf("confirm of a PaymentIntent someone else created reserved nothing (spent %q)", spent)
+	}
+	// stripe-mock answers every PaymentIntent with the same amount: the
+	// capture of the one just confirmed through the key adds nothing.
+	pi, err = sc.V1PaymentIntents.Capture(ctx, "pi_lookup1", &stripe.PaymentIntentCaptureParams{})
+	if err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	if got := pi.LastResponse.Header.Get("Keybrake-Spent-Usd"); got != spent {
+		t.Fatalf("capture after confirm: spent %s, want still %s", got, spent)
+	}
+	re, err := sc.V1Refunds.Create(ctx, &stripe.RefundCreateParams{Charge: stripe.String("ch_lookup1")})
+	if err != nil {
+		t.Fatalf("refund of the rest: %v", err)
+	}
+	if got := re.LastResponse.Header.Get("Keybrake-Spent-Usd"); got == spent {
+		t.Fatalf("a refund of the rest was free (spent %s)", got)
+	}
+	if count.n.Load() < 6 {
+		t.Fatalf("stripe-mock received %d requests: three lookups and three calls expected", count.n.Load())
+	}
+}

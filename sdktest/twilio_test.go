@@ -92,7 +92,7 @@ func TestTwilioGoUnpricedDestination(t *testing.T) {
 	tc := twilioClient(t, env.URL, key)
 	_, err := tc.Api.CreateMessage(&twapi.CreateMessageParams{To: strPtr("+4915112345678"), From: strPtr("+15557654321"), Body: strPtr("hallo")})
 	twilioErr(t, err, http.StatusBadRequest, "unpriceable_request")
-	mustContain(t, err, "twilio.sms.countries.DE")
+	mustContain(t, err, "operations.twilio.messages.create.sms.countries.DE")
 	if fakes.Twilio.Requests() != 0 {
 		t.Fatal("Twilio received an unpriced message")
 	}

@@ -46,25 +46,30 @@ func (vc VendorConfig) Table() *pricing.Table {
 }
 
 // buildVendors constructs the vendors the proxy serves: Stripe, Twilio and
-// Resend, each at /{name}/… and at its own root paths.
+// Resend, each at /{name}/… and at its own root paths, with the pricing
+// file laid over their catalogues.
 func buildVendors(vc VendorConfig) ([]keybrake.Vendor, error) {
-	t := vc.Table()
+	return BuildVendors(vc, vc.Table())
+}
+
+// BuildVendors constructs the vendors with a price table applied: `serve`
+// and `keybrake pricing` build the same catalogues.
+func BuildVendors(vc VendorConfig, t *pricing.Table) ([]keybrake.Vendor, error) {
 	sv, err := stripe.New(vc.StripeBaseURL, vc.StripeSecretKey, t.FX)
 	if err != nil {
 		return nil, err
 	}
-	if err := sv.SetEndpointPrices(t.Stripe.Endpoints); err != nil {
-		return nil, err
-	}
 	tv, err := twilio.New(twilio.Config{
-		BaseURL: vc.TwilioBaseURL, AccountSID: vc.TwilioAccountSID, AuthToken: vc.TwilioAuthToken,
-		Prices: t.Twilio, FX: t.FX,
+		BaseURL: vc.TwilioBaseURL, AccountSID: vc.TwilioAccountSID, AuthToken: vc.TwilioAuthToken, FX: t.FX,
 	})
 	if err != nil {
 		return nil, err
 	}
-	rv, err := resend.New(resend.Config{BaseURL: vc.ResendBaseURL, APIKey: vc.ResendAPIKey, Prices: t.Resend})
+	rv, err := resend.New(resend.Config{BaseURL: vc.ResendBaseURL, APIKey: vc.ResendAPIKey})
 	if err != nil {
+		return nil, err
+	}
+	if err := t.ApplyTo(sv, tv, rv); err != nil {
 		return nil, err
 	}
 	return []keybrake.Vendor{sv, tv, rv}, nil

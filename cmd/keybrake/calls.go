@@ -34,10 +34,10 @@ func callsCmd(g *globals) *cobra.Command {
 					return c.ListCalls(ctx, p)
 				})
 			}, func(w *tabwriter.Writer, calls []client.Call) {
-				fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
+				fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOPERATION\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
 				for _, c := range calls {
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t$%s\t$%s\t%s\t%s\n", c.ID, c.Time.Format(time.RFC3339), c.KeyID,
-						c.Method, c.Path, c.Outcome, c.Status, c.Estimated, c.Actual, c.ObjectID, c.Item)
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t$%s\t$%s\t%s\t%s\n", c.ID, c.Time.Format(time.RFC3339), c.KeyID,
+						c.Method, c.Path, c.Operation, c.Outcome, c.Status, c.Estimated, c.Actual, c.ObjectID, c.Item)
 				}
 			})
 		},

@@ -57,6 +57,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
 				fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
 				fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+				printGrants(w, k)
 				fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
 				if k.AgentRunLabel != "" {
 					fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
@@ -67,7 +68,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&p.Vendor, "vendor", "stripe", "vendor the key is for")
 	fl.StringVar(&p.DailyUSDCap, "daily-usd-cap", "", "dollars the key may spend per UTC day (required)")
-	fl.StringArrayVar(&p.AllowedEndpoints, "endpoint", nil, `allowed endpoint, "METHOD /path" with * for one segment; repeatable (required)`)
+	fl.StringArrayVar(&p.AllowedEndpoints, "endpoint", nil, `allowed endpoint: "METHOD /path" with * for one segment, or an operation name such as payment_intents.create (see keybrake pricing); repeatable (required)`)
 	fl.StringVar(&p.ExpiresIn, "expires-in", "1h", `lifetime, e.g. "30m" or "2h"`)
 	fl.StringVar(&p.AgentRunLabel, "label", "", "agent_run_label, e.g. a Step Functions execution ARN")
 	fl.StringVar(&p.AgentName, "agent-name", "", "agent_name")
@@ -121,6 +122,7 @@ func keyShowCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "status\t%s\n", k.Status)
 				fmt.Fprintf(w, "vendor\t%s\n", k.Vendor)
 				fmt.Fprintf(w, "allowed_endpoints\t%s\n", strings.Join(k.AllowedEndpoints, ", "))
+				printGrants(w, k)
 				fmt.Fprintf(w, "daily_usd_cap\t$%s\n", k.DailyUSDCap)
 				if k.TotalUSDCap != nil {
 					fmt.Fprintf(w, "total_usd_cap\t$%s\n", *k.TotalUSDCap)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -19,11 +20,24 @@ type Resend struct {
 	// Fault, when set, chooses a fault for each request (n counts from 1).
 	Fault func(r *http.Request, n int) Fault
 
+	// Audience is how many contacts a broadcast reaches (default 1000).
+	Audience int
+
 	recorder
 	idem idemCache
 	mu   sync.Mutex
 	sent []ResendEmail
 	seq  int
+}
+
+// ResendPerEmail is what the sandbox charges for one email: Resend's $0.90
+// per 1,000.
+const ResendPerEmail = 900
+
+// Moved is what the sandbox Resend charged, in micro-dollars: one email per
+// recipient, a broadcast's whole audience.
+func (s *Resend) Moved() int64 {
+	return int64(s.Recipients()) * ResendPerEmail
 }
 
 // ResendEmail is one accepted email.
@@ -188,6 +202,25 @@ func (s *Resend) apply(r *http.Request, body []byte) (int, []byte) {
 		return http.StatusOK, b
 	case r.Method == http.MethodGet && r.URL.Path == "/domains":
 		return http.StatusOK, []byte(`{"object":"list","data":[]}`)
+	case r.Method == http.MethodPost && r.URL.Path == "/api-keys":
+		return http.StatusCreated, []byte(`{"id":"key_sandbox","token":"re_SANDBOXnewFULLaccessKEY"}`)
+	case r.Method == http.MethodPost && (r.URL.Path == "/broadcasts" || strings.HasPrefix(r.URL.Path, "/broadcasts/") && strings.HasSuffix(r.URL.Path, "/send")):
+		var b struct {
+			Send bool `json:"send"`
+		}
+		json.Unmarshal(body, &b) //nolint:errcheck // a draft either way
+		s.mu.Lock()
+		id := s.newID()
+		if b.Send || r.URL.Path != "/broadcasts" {
+			n := s.Audience
+			if n == 0 {
+				n = 1000
+			}
+			s.sent = append(s.sent, ResendEmail{ID: id, Recipients: n})
+		}
+		s.mu.Unlock()
+		out, _ := json.Marshal(map[string]string{"id": id})
+		return http.StatusOK, out
 	}
 	return http.StatusNotFound, resendError(http.StatusNotFound, "not_found", "The requested endpoint does not exist.")
 }

@@ -46,15 +46,20 @@ type Received struct {
 
 // PaymentIntent is the part of Stripe's object the sandbox keeps.
 type PaymentIntent struct {
-	ID       string            `json:"id"`
-	Object   string            `json:"object"`
-	Amount   int64             `json:"amount"`
-	Currency string            `json:"currency"`
-	Customer string            `json:"customer,omitempty"`
-	Status   string            `json:"status"`
-	Metadata map[string]string `json:"metadata"`
-	Created  int64             `json:"created"`
-	Livemode bool              `json:"livemode"`
+	ID               string            `json:"id"`
+	Object           string            `json:"object"`
+	Amount           int64             `json:"amount"`
+	AmountCapturable int64             `json:"amount_capturable"`
+	AmountReceived   int64             `json:"amount_received"`
+	CaptureMethod    string            `json:"capture_method"`
+	Currency         string            `json:"currency"`
+	Customer         string            `json:"customer,omitempty"`
+	Status           string            `json:"status"`
+	Metadata         map[string]string `json:"metadata"`
+	Created          int64             `json:"created"`
+	Livemode         bool              `json:"livemode"`
+
+	refunded int64
 }
 
 // Stripe is the sandbox server's handler.
@@ -68,8 +73,8 @@ type Stripe struct {
 	idem    idemCache
 	mu      sync.Mutex
 	intents []*PaymentIntent
-	refunds int64
 	seq     int
+	money   // charges, refunds, transfers… and what moved (stripe_money.go)
 }
 
 // NewStripe returns a sandbox accepting secret.
@@ -146,14 +151,21 @@ func (s *Stripe) apply(r *http.Request, body []byte) (int, []byte) {
 			}
 		}
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.seq++
 		pi := &PaymentIntent{ID: fmt.Sprintf("pi_sandbox_%06d", s.seq), Object: "payment_intent", Amount: amount,
-			Currency: cur, Customer: form.Get("customer"), Status: "requires_payment_method", Metadata: meta, Created: time.Now().Unix()}
+			Currency: cur, Customer: form.Get("customer"), Status: "requires_payment_method", Metadata: meta, Created: time.Now().Unix(),
+			CaptureMethod: "automatic"}
+		if form.Get("capture_method") == "manual" {
+			pi.CaptureMethod = "manual"
+		}
 		s.intents = append(s.intents, pi)
-		s.mu.Unlock()
+		if form.Get("confirm") == "true" {
+			s.confirm(pi)
+		}
 		b, _ := json.Marshal(pi)
 		return http.StatusOK, b
-	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/payment_intents/"):
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/payment_intents/") && strings.Count(r.URL.Path, "/") == 3:
 		id := strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/")
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -166,21 +178,9 @@ func (s *Stripe) apply(r *http.Request, body []byte) (int, []byte) {
 		return http.StatusNotFound, stripeError("invalid_request_error", "resource_missing", "No such payment_intent: '"+id+"'")
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/balance":
 		return http.StatusOK, []byte(`{"object":"balance","available":[{"amount":0,"currency":"usd"}],"livemode":false}`)
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/refunds":
-		amount, err := strconv.ParseInt(form.Get("amount"), 10, 64)
-		if err != nil || amount < 1 {
-			return http.StatusBadRequest, stripeError("invalid_request_error", "parameter_invalid_integer", "Invalid integer: amount")
-		}
-		s.mu.Lock()
-		s.refunds++
-		id := fmt.Sprintf("re_sandbox_%06d", s.refunds)
-		s.mu.Unlock()
-		cur := form.Get("currency")
-		if cur == "" {
-			cur = "usd"
-		}
-		b, _ := json.Marshal(map[string]any{"id": id, "object": "refund", "amount": amount, "currency": cur, "status": "succeeded"})
-		return http.StatusOK, b
+	}
+	if status, b, ok := s.applyMoney(r, form); ok {
+		return status, b
 	}
 	return http.StatusNotFound, stripeError("invalid_request_error", "resource_missing", "Unrecognized request URL ("+r.Method+": "+r.URL.Path+").")
 }

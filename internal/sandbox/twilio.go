@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keybrake/keybrake"
 )
 
 // Twilio is a local stand-in for Twilio's REST API: it creates messages
@@ -27,10 +29,17 @@ type Twilio struct {
 	// answer ("-0.00790"); by default it is null, as Twilio's usually is.
 	CreationPrice string
 
+	// Rates price what the sandbox moves (twilio_money.go); nil: defaults.
+	Rates *TwilioRates
+	// UrlLegs is how many legs a call driven by Url or ApplicationSid opens,
+	// its own included; 0 counts such a call as unbounded.
+	UrlLegs int
+
 	recorder
 	mu       sync.Mutex
 	messages []*TwilioMessage
 	calls    []map[string]any
+	moved    []TwilioMove
 }
 
 // TwilioMessage is the part of Twilio's Message resource the sandbox keeps.
@@ -107,17 +116,27 @@ func (s *Twilio) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {
-	prefix := "/2010-04-01/Accounts/" + s.AccountSID + "/"
+	if r.Method == http.MethodGet && (r.URL.Path == "/2010-04-01/Accounts.json" || r.URL.Path == "/2010-04-01/Accounts") {
+		b, _ := json.Marshal(map[string]any{"accounts": []any{s.account()}})
+		return http.StatusOK, b
+	}
+	acct := "/2010-04-01/Accounts/" + s.AccountSID
+	if r.URL.Path == acct || r.URL.Path == acct+".json" {
+		b, _ := json.Marshal(s.account())
+		return http.StatusOK, b
+	}
+	prefix := acct + "/"
 	if !strings.HasPrefix(r.URL.Path, prefix) {
 		return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
 	}
-	rest := strings.TrimPrefix(r.URL.Path, prefix)
+	// Twilio serves each resource with or without .json or .xml.
+	rest := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, prefix), ".json"), ".xml")
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21000, "body is not form-encoded")
+	}
 	switch {
-	case r.Method == http.MethodPost && rest == "Messages.json":
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21000, "body is not form-encoded")
-		}
+	case r.Method == http.MethodPost && rest == "Messages":
 		if form.Get("To") == "" {
 			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21604, "A 'To' phone number is required.")
 		}
@@ -137,11 +156,17 @@ func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {
 		m.URI = "/2010-04-01/Accounts/" + s.AccountSID + "/Messages/" + m.Sid + ".json"
 		s.mu.Lock()
 		s.messages = append(s.messages, m)
+		s.moveMessage(m.Sid, form)
 		s.mu.Unlock()
 		b, _ := json.Marshal(m)
 		return http.StatusCreated, b
-	case r.Method == http.MethodGet && strings.HasPrefix(rest, "Messages/") && strings.HasSuffix(rest, ".json"):
-		sid := strings.TrimSuffix(strings.TrimPrefix(rest, "Messages/"), ".json")
+	case r.Method == http.MethodGet && rest == "Messages":
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		b, _ := json.Marshal(map[string]any{"messages": s.messages, "page": 0})
+		return http.StatusOK, b
+	case r.Method == http.MethodGet && strings.HasPrefix(rest, "Messages/"):
+		sid := strings.TrimPrefix(rest, "Messages/")
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, m := range s.messages {
@@ -151,17 +176,46 @@ func (s *Twilio) apply(r *http.Request, body []byte) (int, []byte) {
 			}
 		}
 		return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
-	case r.Method == http.MethodPost && rest == "Calls.json":
-		form, _ := url.ParseQuery(string(body))
+	case r.Method == http.MethodPost && (rest == "Calls" || strings.HasPrefix(rest, "Conferences/") && strings.HasSuffix(rest, "/Participants")):
+		if form.Get("To") == "" {
+			return http.StatusBadRequest, twilioError(http.StatusBadRequest, 21201, "No 'To' number is specified")
+		}
 		c := map[string]any{"sid": "CA" + randomHex(16), "account_sid": s.AccountSID, "to": form.Get("To"), "from": form.Get("From"),
 			"status": "queued", "price": nil, "price_unit": "USD", "direction": "outbound-api", "api_version": "2010-04-01"}
 		s.mu.Lock()
 		s.calls = append(s.calls, c)
+		s.moveCall(c["sid"].(string), form, rest != "Calls")
 		s.mu.Unlock()
 		b, _ := json.Marshal(c)
 		return http.StatusCreated, b
+	case r.Method == http.MethodPost && strings.HasPrefix(rest, "Calls/"):
+		// Status ends a call; new TwiML or a longer TimeLimit runs legs
+		// nobody bounded.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for k := range form {
+			if k != "Status" {
+				s.moved = append(s.moved, TwilioMove{Kind: "redirect", Sid: rest, Cost: keybrake.Micros(Unbounded)})
+			}
+		}
+		b, _ := json.Marshal(map[string]any{"sid": strings.TrimPrefix(rest, "Calls/"), "status": form.Get("Status")})
+		return http.StatusOK, b
+	case r.Method == http.MethodPost && strings.HasPrefix(rest, "IncomingPhoneNumbers"):
+		sid := "PN" + randomHex(16)
+		s.mu.Lock()
+		s.moved = append(s.moved, TwilioMove{Kind: "number", Sid: sid, Cost: s.rates().Number})
+		s.mu.Unlock()
+		b, _ := json.Marshal(map[string]any{"sid": sid, "phone_number": form.Get("PhoneNumber")})
+		return http.StatusCreated, b
+	case rest == "Keys" || rest == "SigningKeys":
+		b, _ := json.Marshal(map[string]any{"sid": "SK" + randomHex(16), "secret": "SANDBOXtwilioKEYsecret"})
+		return http.StatusCreated, b
 	}
 	return http.StatusNotFound, twilioError(http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
+}
+
+func (s *Twilio) account() map[string]any {
+	return map[string]any{"sid": s.AccountSID, "friendly_name": "sandbox", "status": "active", "auth_token": s.AuthToken}
 }
 
 func twilioError(status, code int, msg string) []byte {

@@ -42,13 +42,18 @@ func insertCall(ctx context.Context, tx *sql.Tx, c callRow) (int64, error) {
 	if c.retryOf != 0 {
 		retryOf = c.retryOf
 	}
+	var objectID any
+	if c.a.ObjectID != "" {
+		objectID = c.a.ObjectID
+	}
 	var id int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO calls (at, key_id, agent_run_label, vendor, method, path,
-		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id`,
+		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
+		object_id, operation)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id`,
 		micros(c.at), keyID, c.label, c.a.Vendor, c.a.Method, c.a.Path, c.a.Rule, string(c.outcome),
 		string(c.code), c.status, int64(c.estimated), int64(c.actual), c.day, c.a.IdempotencyKey,
-		c.a.Item, retryOf, c.a.Instance).Scan(&id)
+		c.a.Item, retryOf, c.a.Instance, objectID, c.a.Operation).Scan(&id)
 	return id, err
 }
 
@@ -142,36 +147,26 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		claim = true
 	}
 
-	if a.Estimate > 0 {
-		capName, capValue, used := "", keybrake.Micros(0), keybrake.Micros(0)
-		switch {
-		case k.MaxPerCall > 0 && a.Estimate > k.MaxPerCall:
-			capName, capValue = "per_call", k.MaxPerCall
-		case keybrake.AddCapped(u.SpentToday+u.ReservedToday, a.Estimate) > k.DailyCap:
-			capName, capValue, used = "daily", k.DailyCap, u.SpentToday+u.ReservedToday
-		case k.TotalCap > 0 && keybrake.AddCapped(u.Spent+u.Reserved, a.Estimate) > k.TotalCap:
-			capName, capValue, used = "total", k.TotalCap, u.Spent+u.Reserved
-		}
-		if capName != "" {
-			d.CapName, d.Cap, d.Requested = capName, capValue, a.Estimate
-			if err := s.capExhaustedEvent(ctx, tx, now, day, d); err != nil {
-				return err
-			}
-			return deny(k, keybrake.Errorf(keybrake.CodeCapExhausted,
-				"%s cap of $%s would be exceeded: $%s already spent or reserved, this call needs $%s",
-				capName, capValue, used, a.Estimate), 0)
-		}
-	}
-
-	id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
-		estimated: a.Estimate, day: day})
+	amount, capErr, err := s.reserveAmount(ctx, tx, a, k, u, d)
 	if err != nil {
 		return err
 	}
-	if err := s.adjust(ctx, tx, k.ID, day, 0, a.Estimate, 1); err != nil {
+	if capErr != nil {
+		if err := s.capExhaustedEvent(ctx, tx, now, day, d); err != nil {
+			return err
+		}
+		return deny(k, capErr, 0)
+	}
+
+	id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
+		estimated: amount, day: day})
+	if err != nil {
 		return err
 	}
-	if err := s.spendEvents(ctx, tx, now, k.ID, day, a.Estimate); err != nil {
+	if err := s.adjust(ctx, tx, k.ID, day, 0, amount, 1); err != nil {
+		return err
+	}
+	if err := s.spendEvents(ctx, tx, now, k.ID, day, amount); err != nil {
 		return err
 	}
 	if claim {
@@ -181,9 +176,9 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 			return err
 		}
 	}
-	d.CallID, d.Allowed = id, true
-	d.Usage.Reserved += a.Estimate
-	d.Usage.ReservedToday += a.Estimate
+	d.CallID, d.Allowed, d.Reserved = id, true, amount
+	d.Usage.Reserved += amount
+	d.Usage.ReservedToday += amount
 	d.Usage.Calls++
 	return nil
 }
@@ -285,7 +280,7 @@ func (s *Store) takeOver(ctx context.Context, tx *sql.Tx, now time.Time, a *keyb
 		idemInFlight, id, k.ID, a.IdempotencyKey); err != nil {
 		return err
 	}
-	d.CallID, d.Allowed, d.RetryOf = id, true, oldID
+	d.CallID, d.Allowed, d.RetryOf, d.Reserved = id, true, oldID, keybrake.Micros(amount)
 	d.Usage.Calls++
 	return nil
 }
@@ -368,7 +363,10 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 		if st.ReconcileDue && st.Outcome == keybrake.OutcomeForwarded && st.Status >= 200 && st.Status < 300 && st.ObjectID != "" {
 			reconcile = reconcileDue
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3, object_id = $4,
+		// A call on an existing object keeps the object id it was decided
+		// with: its exposure is counted against that object.
+		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3,
+			object_id = CASE WHEN object_id IS NULL OR object_id = '' THEN $4 ELSE object_id END,
 			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8, reconcile_state = $9 WHERE id = $10`,
 			string(st.Outcome), st.Status, int64(final), st.ObjectID, st.VendorRequestID, string(st.Code),
 			st.Latency.Milliseconds(), micros(now), reconcile, st.CallID); err != nil {

@@ -12,7 +12,7 @@ import (
 )
 
 const callColumns = `id, at, key_id, agent_run_label, vendor, method, path, rule, outcome, code, status,
-	estimated, actual, object_id, idempotency_key, item, vendor_request_id, latency_ms, retry_of`
+	estimated, actual, object_id, idempotency_key, item, vendor_request_id, latency_ms, retry_of, operation`
 
 func scanCall(row rowScanner) (*keybrake.Call, error) {
 	var (
@@ -24,7 +24,7 @@ func scanCall(row rowScanner) (*keybrake.Call, error) {
 	)
 	if err := row.Scan(&c.ID, &at, &keyID, &c.AgentRunLabel, &c.Vendor, &c.Method, &c.Path, &c.Rule,
 		&outcome, &code, &c.Status, &est, &act, &objectID, &c.IdempotencyKey, &c.Item, &vendorReq,
-		&latency, &retryOf); err != nil {
+		&latency, &retryOf, &c.Operation); err != nil {
 		return nil, err
 	}
 	c.Time = fromMicros(at)

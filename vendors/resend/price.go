@@ -2,75 +2,59 @@ package resend
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/pricing"
 )
 
 // MaxBatch is the most emails one POST /emails/batch may carry (Resend's
 // own limit).
 const MaxBatch = 100
 
-var (
-	sendEmail     = keybrake.MustParseRule("POST /emails")
-	sendBatch     = keybrake.MustParseRule("POST /emails/batch")
-	sendBroadcast = keybrake.MustParseRule("POST /broadcasts/*/send")
-)
-
-// detail is carried from Prepare to Settle.
-type detail struct {
-	fixed    keybrake.Micros
-	perEmail keybrake.Micros
-	counts   []int // recipients of each email sent; nil for other calls
-	batch    bool
+// emailPricer prices emails.send and emails.batch: every to, cc and bcc
+// recipient is one email at PerRecipient, summed over a batch. A send whose
+// recipients cannot be counted is refused, never forwarded unpriced.
+type emailPricer struct {
+	batch bool
+	s     *emailSettings
 }
 
-func unpriceable(format string, args ...any) error {
-	return keybrake.Errorf(keybrake.CodeUnpriceableRequest, format, args...)
+// emailSettings are shared by both sends, written under
+// operations.resend.emails.send.
+type emailSettings struct {
+	PerRecipient keybrake.Micros
 }
 
-// Prepare prices sends: every to, cc and bcc recipient is one email at the
-// per-email price, summed over a batch; a fixed endpoint price from the
-// pricing file is added. A send whose recipients cannot be counted is
-// refused, never forwarded unpriced. Broadcast sends go to an audience
-// Keybrake cannot see, so they need a fixed price in the pricing file.
-func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
-	p := &keybrake.Prepared{Body: req.Body}
-	d := &detail{perEmail: v.prices.PerEmail}
-	var hasFixed bool
-	d.fixed, hasFixed = v.prices.Endpoints.Lookup(req.Method, req.Path)
-	p.Detail = d
+func (p *emailPricer) Params() pricing.Params {
+	if p.batch {
+		return nil // priced with emails.send's settings
+	}
+	return pricing.Params{{Name: "per_recipient", Doc: "price of one email (one to, cc or bcc recipient)", Value: &p.s.PerRecipient}}
+}
 
-	single := sendEmail.Match(req.Method, req.Path)
-	batch := sendBatch.Match(req.Method, req.Path)
-	if !single && !batch {
-		if sendBroadcast.Match(req.Method, req.Path) && !hasFixed {
-			return nil, unpriceable("broadcast sends go to an audience whose size Keybrake cannot see; price them in the pricing file (resend.endpoints.\"POST /broadcasts/*/send\") to allow them")
-		}
-		p.Estimate = d.fixed
-		p.Priced = d.fixed > 0
-		return p, nil
+func (p *emailPricer) Describe() string {
+	s := "recipients (to + cc + bcc) × " + p.s.PerRecipient.String()
+	if p.batch {
+		s += ", summed over the batch (emails.send's settings)"
 	}
-	p.Priced = true
-	if err := keybrake.CheckPricedBody(req); err != nil {
-		return nil, err
-	}
-	if ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); ct != "application/json" {
-		return nil, unpriceable("Resend takes JSON bodies (Content-Type application/json), got %q", ct)
-	}
+	return s
+}
+
+func (p *emailPricer) Price(_ context.Context, c *keybrake.PriceCall) (*keybrake.Quote, error) {
+	var counts []int
 	var err error
-	if single {
-		var n int
-		n, err = Recipients(req.Body)
-		d.counts = []int{n}
+	if p.batch {
+		counts, err = BatchRecipients(c.Body)
 	} else {
-		d.batch = true
-		d.counts, err = BatchRecipients(req.Body)
+		var n int
+		n, err = Recipients(c.Body)
+		counts = []int{n}
 	}
 	if err != nil {
 		var ke *keybrake.Error
@@ -80,20 +64,36 @@ func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error
 		return nil, unpriceable("%v", err)
 	}
 	total := 0
-	for _, n := range d.counts {
+	for _, n := range counts {
 		total += n
 	}
-	p.Estimate = keybrake.AddCapped(mul(d.perEmail, total), d.fixed)
-	return p, nil
+	per := p.s.PerRecipient
+	q := &keybrake.Quote{Amount: pricing.Mul(per, int64(total))}
+	q.Settle = func(resp *keybrake.VendorResponse) (keybrake.Micros, bool) {
+		n, ok := accepted(resp, counts, p.batch)
+		return pricing.Mul(per, int64(n)), ok
+	}
+	return q, nil
 }
 
-func mul(price keybrake.Micros, n int) keybrake.Micros {
-	var total keybrake.Micros
-	for i := 0; i < n; i++ {
-		total = keybrake.AddCapped(total, price)
+// broadcastCreate keeps creating a broadcast free: with "send": true it is
+// also sent, to an audience Keybrake cannot see.
+type broadcastCreate struct{}
+
+func (broadcastCreate) Price(_ context.Context, c *keybrake.PriceCall) (*keybrake.Quote, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(c.Body, &obj); err != nil {
+		return nil, unpriceable("body is not a JSON object: %v", err)
 	}
-	return total
+	for k, v := range obj {
+		if strings.EqualFold(k, "send") && string(bytes.TrimSpace(v)) != "false" {
+			return nil, unpriceable(`creating a broadcast with "send" sends it to an audience Keybrake cannot count; create the draft, then POST /broadcasts/{id}/send, which the pricing file prices`)
+		}
+	}
+	return &keybrake.Quote{}, nil
 }
+
+func (broadcastCreate) Describe() string { return `0 ("send" refused)` }
 
 // Recipients counts the emails one send request makes: to + cc + bcc.
 // Each may be a string or a list of strings; a string holding several
@@ -223,20 +223,15 @@ func BatchRecipients(body []byte) ([]int, error) {
 	return counts, nil
 }
 
-// Settle charges the recipients of what Resend accepted: the whole send,
+// accepted counts the recipients of what Resend accepted: the whole send,
 // or for a batch every email not listed in "errors" (permissive mode
 // reports rejected emails by index). An answer that does not say which
-// emails were accepted leaves the estimate standing.
-func (v *Vendor) Settle(p *keybrake.Prepared, resp *keybrake.VendorResponse) (keybrake.Micros, string, bool) {
-	d, _ := p.Detail.(*detail)
-	if d == nil {
-		d = &detail{}
-	}
+// emails were accepted leaves the estimate standing (ok=false).
+func accepted(resp *keybrake.VendorResponse, counts []int, batch bool) (int, bool) {
 	if resp.Truncated {
-		return 0, "", false
+		return 0, false
 	}
 	var obj struct {
-		ID   string `json:"id"`
 		Data []struct {
 			ID string `json:"id"`
 		} `json:"data"`
@@ -245,33 +240,26 @@ func (v *Vendor) Settle(p *keybrake.Prepared, resp *keybrake.VendorResponse) (ke
 		} `json:"errors"`
 	}
 	if err := json.Unmarshal(resp.Body, &obj); err != nil {
-		return 0, "", d.counts == nil && d.fixed == 0
+		return 0, false
 	}
-	if d.counts == nil {
-		return d.fixed, obj.ID, true
-	}
-	if !d.batch {
-		return keybrake.AddCapped(mul(d.perEmail, d.counts[0]), d.fixed), obj.ID, true
-	}
-	id := ""
-	if len(obj.Data) > 0 {
-		id = obj.Data[0].ID
+	if !batch {
+		return counts[0], true
 	}
 	rejected := map[int]bool{}
 	for _, e := range obj.Errors {
-		if e.Index == nil || *e.Index < 0 || *e.Index >= len(d.counts) || rejected[*e.Index] {
-			return 0, id, false
+		if e.Index == nil || *e.Index < 0 || *e.Index >= len(counts) || rejected[*e.Index] {
+			return 0, false
 		}
 		rejected[*e.Index] = true
 	}
-	if len(obj.Data)+len(rejected) != len(d.counts) {
-		return 0, id, false
+	if len(obj.Data)+len(rejected) != len(counts) {
+		return 0, false
 	}
-	accepted := 0
-	for i, n := range d.counts {
+	n := 0
+	for i, c := range counts {
 		if !rejected[i] {
-			accepted += n
+			n += c
 		}
 	}
-	return keybrake.AddCapped(mul(d.perEmail, accepted), d.fixed), id, true
+	return n, true
 }

@@ -1,18 +1,20 @@
-// Package resend puts Resend's email API behind Keybrake: it prices sends
-// by recipients (to + cc + bcc, each one an email to Resend), injects the
-// real API key, passes Idempotency-Key through (Resend honours it), and
-// renders Keybrake's refusals in Resend's error shape with the code
-// readable in the message, the only field resend-go shows.
+// Package resend puts Resend's email API behind Keybrake: its operation
+// catalogue (catalog.go: sends priced by recipients, to + cc + bcc, each one
+// an email to Resend; API keys and webhooks forbidden), the real API key,
+// Idempotency-Key passed through (Resend honours it), and Keybrake's
+// refusals in Resend's error shape with the code readable in the message,
+// the only field resend-go shows.
 package resend
 
 import (
+	"encoding/json"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/keybrake/keybrake"
-	"github.com/keybrake/keybrake/pricing"
 )
 
 // DefaultBaseURL is Resend's API host.
@@ -22,14 +24,13 @@ const DefaultBaseURL = "https://api.resend.com"
 type Config struct {
 	BaseURL string // default https://api.resend.com
 	APIKey  string // the real re_… key
-	Prices  pricing.ResendPrices
 }
 
 // Vendor is the Resend upstream.
 type Vendor struct {
-	base   *url.URL
-	key    string
-	prices pricing.ResendPrices
+	base    *url.URL
+	key     string
+	catalog *keybrake.Catalog
 }
 
 // New returns the Resend vendor; without an API key it is unconfigured
@@ -39,13 +40,47 @@ func New(c Config) (*Vendor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Prices.Endpoints.Owned(owns); err != nil {
-		return nil, fmt.Errorf("pricing file, resend: %w", err)
+	v := &Vendor{base: u, key: c.APIKey}
+	if v.catalog, err = newCatalog(); err != nil {
+		return nil, err
 	}
-	return &Vendor{base: u, key: c.APIKey, prices: c.Prices}, nil
+	return v, nil
 }
 
 func (v *Vendor) Name() string { return "resend" }
+
+// Catalog is Resend's operation catalogue (catalog.go).
+func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
+
+// Prepare checks that a body is JSON, the only encoding Resend takes.
+func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
+	if len(req.Body) > 0 {
+		if ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); ct != "application/json" {
+			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Resend takes JSON bodies (Content-Type application/json), got %q", ct)
+		}
+	}
+	return &keybrake.Prepared{Body: req.Body}, nil
+}
+
+// ObjectID reads the id Resend answered with (the first of a batch).
+func (v *Vendor) ObjectID(resp *keybrake.VendorResponse) string {
+	if resp.Truncated {
+		return ""
+	}
+	var obj struct {
+		ID   string `json:"id"`
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(resp.Body, &obj) != nil {
+		return ""
+	}
+	if obj.ID == "" && len(obj.Data) > 0 {
+		return obj.Data[0].ID
+	}
+	return obj.ID
+}
 
 // resources are the first path segments of Resend's API.
 var resources = map[string]bool{

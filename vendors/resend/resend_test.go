@@ -2,6 +2,7 @@ package resend
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -23,11 +24,50 @@ func newVendor(t testing.TB, yaml string) *Vendor {
 			t.Fatal(err)
 		}
 	}
-	v, err := New(Config{APIKey: "re_real", Prices: tb.Resend})
+	v, err := New(Config{APIKey: "re_real"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := tb.ApplyTo(v); err != nil {
+		t.Fatal(err)
+	}
 	return v
+}
+
+// quoted is a priced request: what it reserves, and its quote.
+type quoted struct {
+	Estimate keybrake.Micros
+	q        *keybrake.Quote
+	op       *keybrake.Operation
+}
+
+// prepare runs a request through what the proxy does before reserving.
+func (v *Vendor) prepare(req *keybrake.VendorRequest) (*quoted, error) {
+	if err := keybrake.CheckBody(req); err != nil {
+		return nil, err
+	}
+	p, err := v.Prepare(req)
+	if err != nil {
+		return nil, err
+	}
+	op, params := v.Catalog().Resolve(req.Method, req.Path)
+	if op == nil {
+		return nil, keybrake.Errorf(keybrake.CodeUnknownOperation, "%s %s", req.Method, req.Path)
+	}
+	q, err := op.Quote(context.Background(), &keybrake.PriceCall{Method: req.Method, Path: req.Path, Params: params, Header: req.Header, Body: p.Body})
+	if err != nil {
+		return nil, err
+	}
+	return &quoted{Estimate: q.Amount, q: q, op: op}, nil
+}
+
+func (v *Vendor) settle(p *quoted, resp *keybrake.VendorResponse) (keybrake.Micros, string, bool) {
+	id := v.ObjectID(resp)
+	if p.q.Settle == nil {
+		return p.Estimate, id, true
+	}
+	a, ok := p.q.Settle(resp)
+	return a, id, ok
 }
 
 func jsonReq(path, body string) *keybrake.VendorRequest {
@@ -65,26 +105,30 @@ func TestRecipients(t *testing.T) {
 }
 
 func TestPrepare(t *testing.T) {
-	v := newVendor(t, "resend:\n  endpoints:\n    \"POST /emails/batch\": \"0.01\"\n    \"GET /domains\": \"0.5\"\n")
-	p, err := v.Prepare(jsonReq("/emails", `{"to":["a@x.com","b@x.com"],"cc":"c@x.com"}`))
-	if err != nil || p.Estimate != 2700 || !p.Priced {
+	v := newVendor(t, "operations:\n  resend.emails.batch: {fixed: \"0.01\"}\n  resend.domains.list: {fixed: \"0.5\"}\n  resend.broadcasts.send: {fixed: 5}\n")
+	p, err := v.prepare(jsonReq("/emails", `{"to":["a@x.com","b@x.com"],"cc":"c@x.com"}`))
+	if err != nil || p.Estimate != 2700 {
 		t.Fatalf("single: %+v %v", p, err)
 	}
 	var batch []string
 	for i := 0; i < 3; i++ {
 		batch = append(batch, fmt.Sprintf(`{"to":"u%d@x.com","bcc":["audit@x.com"]}`, i))
 	}
-	p, err = v.Prepare(jsonReq("/emails/batch", "["+strings.Join(batch, ",")+"]"))
+	p, err = v.prepare(jsonReq("/emails/batch", "["+strings.Join(batch, ",")+"]"))
 	if err != nil || p.Estimate != 6*900+10000 {
 		t.Fatalf("batch: %+v %v", p, err)
 	}
-	p, err = v.Prepare(&keybrake.VendorRequest{Method: "GET", Path: "/domains", Header: http.Header{}})
-	if err != nil || p.Estimate != 500000 || !p.Priced {
+	p, err = v.prepare(&keybrake.VendorRequest{Method: "GET", Path: "/domains", Header: http.Header{}})
+	if err != nil || p.Estimate != 500000 {
 		t.Fatalf("fixed: %+v %v", p, err)
 	}
-	p, err = v.Prepare(&keybrake.VendorRequest{Method: "GET", Path: "/emails/em_1", Header: http.Header{}})
-	if err != nil || p.Estimate != 0 || p.Priced {
+	p, err = v.prepare(&keybrake.VendorRequest{Method: "GET", Path: "/emails/em_1", Header: http.Header{}})
+	if err != nil || p.Estimate != 0 || p.op.Name != "emails.retrieve" {
 		t.Fatalf("get: %+v %v", p, err)
+	}
+	p, err = v.prepare(jsonReq("/broadcasts/b_1/send", `{}`))
+	if err != nil || p.Estimate != 5_000_000 {
+		t.Fatalf("broadcast: %+v %v", p, err)
 	}
 }
 
@@ -92,7 +136,7 @@ func TestPrepareRefusals(t *testing.T) {
 	v := newVendor(t, "")
 	big := "[" + strings.TrimSuffix(strings.Repeat(`{"to":"a@x.com"},`, MaxBatch+1), ",") + "]"
 	full := "[" + strings.TrimSuffix(strings.Repeat(`{"to":"a@x.com"},`, MaxBatch), ",") + "]"
-	if p, err := v.Prepare(jsonReq("/emails/batch", full)); err != nil || p.Estimate != 100*900 {
+	if p, err := v.prepare(jsonReq("/emails/batch", full)); err != nil || p.Estimate != 100*900 {
 		t.Fatalf("100 emails: %v %v", p, err)
 	}
 	cases := []struct {
@@ -107,10 +151,15 @@ func TestPrepareRefusals(t *testing.T) {
 		{jsonReq("/emails", `{"to":"a@x.com"`), keybrake.CodeUnpriceableRequest, "JSON"},
 		{&keybrake.VendorRequest{Method: "POST", Path: "/emails", Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte(`{"to":"a@x.com"}`)}, keybrake.CodeUnpriceableRequest, "JSON bodies"},
 		{&keybrake.VendorRequest{Method: "POST", Path: "/emails", Query: "to=x", Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"to":"a@x.com"}`)}, keybrake.CodeUnpriceableRequest, "query"},
-		{jsonReq("/broadcasts/b_1/send", `{}`), keybrake.CodeUnpriceableRequest, "broadcast"},
+		{jsonReq("/broadcasts/b_1/send", `{}`), keybrake.CodeUnpriceableRequest, "operations.resend.broadcasts.send.fixed"},
+		{jsonReq("/broadcasts", `{"segment_id":"s","from":"a@x.com","subject":"s","send":true}`), keybrake.CodeUnpriceableRequest, "send"},
+		{jsonReq("/broadcasts", `{"segment_id":"s","Send":"yes"}`), keybrake.CodeUnpriceableRequest, "send"},
+		{jsonReq("/api-keys", `{"name":"x"}`), keybrake.CodeOperationForbidden, "bypassing"},
+		{&keybrake.VendorRequest{Method: "GET", Path: "/webhooks/wh_1", Header: http.Header{}}, keybrake.CodeOperationForbidden, "signing secret"},
+		{jsonReq("/emails/em_1", `{}`), keybrake.CodeUnknownOperation, ""},
 	}
 	for _, c := range cases {
-		_, err := v.Prepare(c.req)
+		_, err := v.prepare(c.req)
 		if keybrake.ErrorCode(err) != c.code || !strings.Contains(err.Error(), c.sub) {
 			t.Errorf("%s %s: %v, want %s with %q", c.req.Path, c.req.Body, err, c.code, c.sub)
 		}
@@ -119,11 +168,11 @@ func TestPrepareRefusals(t *testing.T) {
 
 func TestSettle(t *testing.T) {
 	v := newVendor(t, "")
-	p, _ := v.Prepare(jsonReq("/emails", `{"to":"a@x.com","cc":["b@x.com","c@x.com"]}`))
-	if a, id, ok := v.Settle(p, &keybrake.VendorResponse{Status: 200, Body: []byte(`{"id":"em_1"}`)}); a != 2700 || id != "em_1" || !ok {
+	p, _ := v.prepare(jsonReq("/emails", `{"to":"a@x.com","cc":["b@x.com","c@x.com"]}`))
+	if a, id, ok := v.settle(p, &keybrake.VendorResponse{Status: 200, Body: []byte(`{"id":"em_1"}`)}); a != 2700 || id != "em_1" || !ok {
 		t.Errorf("single: %v %q %v", a, id, ok)
 	}
-	b, _ := v.Prepare(jsonReq("/emails/batch", `[{"to":"a@x.com"},{"to":["b@x.com","c@x.com"]},{"to":"d@x.com"}]`))
+	b, _ := v.prepare(jsonReq("/emails/batch", `[{"to":"a@x.com"},{"to":["b@x.com","c@x.com"]},{"to":"d@x.com"}]`))
 	cases := []struct {
 		body   string
 		actual keybrake.Micros
@@ -138,7 +187,7 @@ func TestSettle(t *testing.T) {
 		{`nope`, 0, false},
 	}
 	for _, c := range cases {
-		a, _, ok := v.Settle(b, &keybrake.VendorResponse{Status: 200, Body: []byte(c.body)})
+		a, _, ok := v.settle(b, &keybrake.VendorResponse{Status: 200, Body: []byte(c.body)})
 		if a != c.actual || ok != c.ok {
 			t.Errorf("%s: %v %v, want %v %v", c.body, a, ok, c.actual, c.ok)
 		}
@@ -172,12 +221,12 @@ func FuzzSettleBatch(f *testing.F) {
 	f.Add(`{"data":[{"id":"1"}],"errors":[{"index":1}]}`)
 	f.Add(`{"data":[{"id":"1"},{"id":"2"}]}`)
 	v := newVendor(f, "")
-	p, err := v.Prepare(jsonReq("/emails/batch", `[{"to":"a@x.com"},{"to":["b@x.com","c@x.com"]}]`))
+	p, err := v.prepare(jsonReq("/emails/batch", `[{"to":"a@x.com"},{"to":["b@x.com","c@x.com"]}]`))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		a, _, ok := v.Settle(p, &keybrake.VendorResponse{Status: 200, Body: []byte(body)})
+		a, _, ok := v.settle(p, &keybrake.VendorResponse{Status: 200, Body: []byte(body)})
 		if ok && (a < 0 || a > p.Estimate) {
 			t.Fatalf("%q: settled %v > estimate %v", body, a, p.Estimate)
 		}

@@ -1,12 +1,14 @@
-// Package stripe puts Stripe's API behind Keybrake: it prices money-moving
-// calls from their amount and currency, converts the JSON bodies that the
-// seed's Lambdas send into Stripe's form encoding, injects the real secret,
-// and renders Keybrake's refusals in Stripe's error shape so stripe-go and
+// Package stripe puts Stripe's API behind Keybrake: its operation catalogue
+// (catalog.go: every call Keybrake forwards and how it is priced, from the
+// amount in the body or the object it acts on), the conversion of the JSON
+// bodies the seed's Lambdas send into Stripe's form encoding, the real
+// secret, and Keybrake's refusals in Stripe's error shape so stripe-go and
 // stripe-node surface the code to their callers.
 package stripe
 
 import (
-	"fmt"
+	"encoding/json"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,35 +22,84 @@ const DefaultBaseURL = "https://api.stripe.com"
 
 // Vendor is the Stripe upstream.
 type Vendor struct {
-	base      *url.URL
-	secret    string
-	fx        *pricing.FX
-	endpoints pricing.Endpoints
+	base    *url.URL
+	secret  string
+	fx      *pricing.FX
+	catalog *keybrake.Catalog
 }
 
 // New returns the Stripe vendor. secret is the real sk_… key; an empty
-// secret leaves the vendor unconfigured (every call refused).
+// secret leaves the vendor unconfigured (every call refused). fx converts
+// amounts to dollars (nil: USD only).
 func New(baseURL, secret string, fx *pricing.FX) (*Vendor, error) {
 	u, err := keybrake.ParseBaseURL("stripe", baseURL, DefaultBaseURL)
 	if err != nil {
 		return nil, err
 	}
-	return &Vendor{base: u, secret: secret, fx: fx}, nil
-}
-
-// SetEndpointPrices adds the pricing file's fixed per-call prices
-// (stripe.endpoints): a priced endpoint that moves no amount is charged the
-// fixed price; one that does is charged its amount plus the fixed price.
-// Call it before serving; every rule must name a Stripe API path.
-func (v *Vendor) SetEndpointPrices(eps pricing.Endpoints) error {
-	if err := eps.Owned(v.Owns); err != nil {
-		return fmt.Errorf("pricing file, stripe: %w", err)
+	if fx == nil {
+		fx = pricing.DefaultFX()
 	}
-	v.endpoints = append(pricing.Endpoints(nil), eps...)
-	return nil
+	v := &Vendor{base: u, secret: secret, fx: fx}
+	if v.catalog, err = newCatalog(fx); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 func (v *Vendor) Name() string { return "stripe" }
+
+// Catalog is Stripe's operation catalogue (catalog.go).
+func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
+
+const formType = "application/x-www-form-urlencoded"
+
+// Prepare converts a JSON body on v1 routes to Stripe's form encoding and
+// parses the form for the operation's pricer. Stripe's v1 API takes only
+// form-encoded bodies, so anything else is refused: what Keybrake cannot
+// read, it does not forward.
+func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
+	p := &keybrake.Prepared{Body: req.Body, FetchHeader: http.Header{}}
+	for _, h := range []string{"Stripe-Account", "Stripe-Version"} {
+		if val := req.Header.Get(h); val != "" {
+			p.FetchHeader.Set(h, val)
+		}
+	}
+	if req.Method == http.MethodGet || req.Method == http.MethodDelete || !strings.HasPrefix(req.Path, "/v1/") {
+		return p, nil
+	}
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	switch {
+	case ct == "application/json":
+		form, err := JSONToForm(req.Body)
+		if err != nil {
+			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "%v", err)
+		}
+		p.Form, p.Body, p.ContentType = form, EncodeForm(form), formType
+	case ct == formType || ct == "":
+		form, err := url.ParseQuery(string(req.Body))
+		if err != nil {
+			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "form body cannot be parsed: %v", err)
+		}
+		p.Form = form
+	default:
+		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Stripe takes form-encoded or JSON bodies, got Content-Type %q", ct)
+	}
+	return p, nil
+}
+
+// ObjectID reads the id of the object Stripe answered with.
+func (v *Vendor) ObjectID(resp *keybrake.VendorResponse) string {
+	if resp.Truncated {
+		return ""
+	}
+	var obj struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(resp.Body, &obj) != nil {
+		return ""
+	}
+	return obj.ID
+}
 
 // Owns claims Stripe's v1 and v2 APIs at the root, where stripe-go sends them
 // (it refuses a base URL with a path).

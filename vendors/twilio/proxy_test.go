@@ -111,10 +111,10 @@ func TestDenialsReachNothing(t *testing.T) {
 		status     int
 		code       string
 	}{
-		{messages, sms("+15551234567", "hi"), 429, "cap_exhausted"},                                           // $0.015 > $0.01
-		{"/2010-04-01/Accounts/AC1/Calls.json", sms("+15551234567", ""), 429, "cap_exhausted"},                // $3.50
-		{messages, sms("whatsapp:+15551234567", "hi"), 400, "unpriceable_request"},                            // channel
-		{messages, "To=%2B15551234567&Body=" + url.QueryEscape("x") + "&To=%2B1", 400, "unpriceable_request"}, // two To
+		{messages, sms("+15551234567", "hi"), 429, "cap_exhausted"},                                                                          // $0.015 > $0.01
+		{"/2010-04-01/Accounts/AC1/Calls.json", url.Values{"To": {"+15551234567"}, "Twiml": {"<Response/>"}}.Encode(), 429, "cap_exhausted"}, // a minute is $0.015
+		{messages, sms("whatsapp:+15551234567", "hi"), 400, "unpriceable_request"},                                                           // channel
+		{messages, "To=%2B15551234567&Body=" + url.QueryEscape("x") + "&To=%2B1", 400, "unpriceable_request"},                                // two To
 		{"/2010-04-01/Accounts/AC1/Messages/SM1.json", "", 403, "endpoint_not_allowed"},
 	}
 	for _, c := range cases {

@@ -1,12 +1,15 @@
 // Package twilio puts Twilio's REST API (api.twilio.com/2010-04-01) behind
-// Keybrake: it prices messages by segments and destination and calls by a
-// configured maximum, swaps the {AccountSid} path segment for the real
-// account, injects the real credentials as HTTP Basic, and renders
-// Keybrake's refusals in Twilio's own error shape so twilio-go reports them.
+// Keybrake: its operation catalogue (catalog.go: messages priced by segments
+// and destination, calls bounded by the TimeLimit Keybrake sets, the account
+// and its API keys forbidden), the {AccountSid} path segment swapped for the
+// real account, the real credentials as HTTP Basic, and Keybrake's refusals
+// in Twilio's own error shape so twilio-go reports them.
 package twilio
 
 import (
+	"encoding/json"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,7 +29,6 @@ type Config struct {
 	BaseURL    string // default https://api.twilio.com
 	AccountSID string // the real account: AC…
 	AuthToken  string
-	Prices     pricing.TwilioPrices
 	// FX converts a price Twilio reports in another currency (price_unit);
 	// nil means USD only.
 	FX *pricing.FX
@@ -34,11 +36,11 @@ type Config struct {
 
 // Vendor is the Twilio upstream.
 type Vendor struct {
-	base   *url.URL
-	sid    string
-	token  string
-	prices pricing.TwilioPrices
-	fx     *pricing.FX
+	base    *url.URL
+	sid     string
+	token   string
+	fx      *pricing.FX
+	catalog *keybrake.Catalog
 }
 
 // New returns the Twilio vendor. Without both an account SID and an auth
@@ -51,16 +53,78 @@ func New(c Config) (*Vendor, error) {
 	if c.AccountSID != "" && !alnum(c.AccountSID) {
 		return nil, fmt.Errorf("KEYBRAKE_TWILIO_ACCOUNT_SID must be letters and digits (AC…)")
 	}
-	if err := c.Prices.Endpoints.Owned(owns); err != nil {
-		return nil, fmt.Errorf("pricing file, twilio: %w", err)
-	}
 	if c.FX == nil {
 		c.FX = pricing.DefaultFX()
 	}
-	return &Vendor{base: u, sid: c.AccountSID, token: c.AuthToken, prices: c.Prices, fx: c.FX}, nil
+	v := &Vendor{base: u, sid: c.AccountSID, token: c.AuthToken, fx: c.FX}
+	if v.catalog, err = newCatalog(v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 func (v *Vendor) Name() string { return "twilio" }
+
+// Catalog is Twilio's operation catalogue (catalog.go).
+func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
+
+const formType = "application/x-www-form-urlencoded"
+
+// Prepare puts the real account SID in the path and parses a POST's form
+// for the operation's pricer. Twilio takes only form-encoded bodies; what
+// Keybrake cannot read it does not forward.
+func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
+	p := &keybrake.Prepared{Body: req.Body, UpstreamPath: v.upstreamPath(req.Path)}
+	if req.Method != http.MethodPost {
+		return p, nil
+	}
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	if ct != formType && ct != "" {
+		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Twilio takes form-encoded bodies (Content-Type %s), got %q", formType, ct)
+	}
+	form, err := url.ParseQuery(string(req.Body))
+	if err != nil {
+		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "form body cannot be parsed: %v", err)
+	}
+	p.Form = form
+	return p, nil
+}
+
+// upstreamPath replaces the {AccountSid} segment of
+// /2010-04-01/Accounts/{AccountSid}/… (or …/Accounts/{AccountSid}.json)
+// with the real account, so agents never hold it.
+func (v *Vendor) upstreamPath(path string) string {
+	const accounts = apiPrefix + "Accounts/"
+	if !strings.HasPrefix(path, accounts) {
+		return path
+	}
+	rest := path[len(accounts):]
+	seg, tail, more := strings.Cut(rest, "/")
+	if more {
+		return accounts + v.sid + "/" + tail
+	}
+	for _, ext := range []string{".json", ".xml"} {
+		if strings.HasSuffix(seg, ext) {
+			return accounts + v.sid + ext
+		}
+	}
+	return accounts + v.sid
+}
+
+// ObjectID reads the sid of the resource Twilio answered with (JSON; an
+// .xml or extension-less path answers XML, whose sid is not read).
+func (v *Vendor) ObjectID(resp *keybrake.VendorResponse) string {
+	if resp.Truncated {
+		return ""
+	}
+	var obj struct {
+		Sid string `json:"sid"`
+	}
+	if json.Unmarshal(resp.Body, &obj) != nil {
+		return ""
+	}
+	return obj.Sid
+}
 
 func owns(path string) bool { return strings.HasPrefix(path, apiPrefix) }
 

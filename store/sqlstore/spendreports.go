@@ -220,7 +220,8 @@ func (s *Store) ReportDaily(ctx context.Context, f keybrake.DailyFilter) (*keybr
 // ReportAnomalies lists the window's runs whose spend is over f.Factor ×
 // the median spend of the same agent's other runs in the window (the median
 // of an even count is the mean of the middle two), or over f.MinUSD when it
-// is set; most expensive first.
+// is set; most expensive first. A median of $0 is no baseline: only
+// min_usd can flag a run then.
 //
 // The median of the others is read from one ranking of the agent's runs:
 // removing run r (rank p of n) leaves n-1 runs whose middle ranks are n/2
@@ -247,7 +248,10 @@ func (s *Store) ReportAnomalies(ctx context.Context, f keybrake.AnomalyFilter) (
 		LEFT JOIN ranked lo ON lo.agent_name = r.agent_name AND lo.rn = CASE WHEN r.n / 2 < r.rn THEN r.n / 2 ELSE r.n / 2 + 1 END
 		LEFT JOIN ranked hi ON hi.agent_name = r.agent_name AND hi.rn = CASE WHEN (r.n + 1) / 2 < r.rn THEN (r.n + 1) / 2 ELSE (r.n + 1) / 2 + 1 END
 	) SELECT ` + runColumns + `, twice / 2, CASE WHEN twice > 0 THEN spent * 200 / twice END FROM based`
-	cond := "(twice IS NOT NULL AND spent * 200 > " + strconv.FormatInt(int64(f.Factor), 10) + " * twice)"
+	// A zero baseline (the agent's other runs spent nothing yet, e.g. keys
+	// issued but not used) is no baseline: any spend would be "infinitely"
+	// anomalous. Such runs are anomalies only by min_usd.
+	cond := "(twice IS NOT NULL AND twice > 0 AND spent * 200 > " + strconv.FormatInt(int64(f.Factor), 10) + " * twice)"
 	if f.MinUSD > 0 {
 		cond = "(" + cond + " OR spent > " + q.arg(int64(f.MinUSD)) + ")"
 	}

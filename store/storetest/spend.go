@@ -198,6 +198,10 @@ func testReportAnomalies(t *testing.T, s store.Store) {
 		run("b", "b-"+string(rune('1'+i)), v*usd)
 	}
 	solo := run("solo", "solo-1", 100*usd)
+	// An agent whose other run spent nothing has a $0 median: no baseline,
+	// so z-2 is not a factor anomaly (any spend over $0 would be).
+	run("z", "z-1", 0)
+	run("z", "z-2", 1*usd)
 	w := window(t, s)
 
 	labels := func(rows []keybrake.AnomalyRow) []string {

@@ -380,11 +380,10 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	k, err := a.cfg.Store.RevokeKey(r.Context(), id)
+	out, err := a.Revoke(r.Context(), id)
 	if err != nil {
 		a.storeError(w, "key "+strconv.Quote(id), err)
 		return
 	}
-	a.log.Info("vault key revoked", "key_id", k.ID, "revoked_at", k.RevokedAt)
-	writeJSON(w, http.StatusOK, RevokeResponse{ID: k.ID, Status: keybrake.StatusRevoked, RevokedAt: *k.RevokedAt})
+	writeJSON(w, http.StatusOK, out)
 }

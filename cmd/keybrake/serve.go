@@ -30,6 +30,7 @@ type serveFlags struct {
 	logLevel            string
 	envErrs             []error // malformed environment values
 	observe             observeFlags
+	ui                  server.UIConfig
 }
 
 func serveCmd(g *globals) *cobra.Command {
@@ -52,6 +53,9 @@ Secrets come from the environment only, never from flags (flags show up in ps):
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 
+The web dashboard is at /ui/ on the admin listener: sign in with the admin
+token. --no-ui turns it off.
+
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).
 SIGTERM or SIGINT stops accepting, lets in-flight calls finish and settle,
@@ -73,6 +77,7 @@ and exits 0.`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
+	addUIFlags(fl, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
 	return cmd
 }
@@ -107,6 +112,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ReconcileInterval: f.reconcileInterval,
 		Logger:            logger,
 		Observe:           observe,
+		UI:                f.ui,
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

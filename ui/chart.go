@@ -21,7 +21,7 @@ type bar struct {
 	Label              string
 }
 
-const capBarWidth = 120
+const capBarWidth = 100
 
 func capBar(spent, reserved, cap keybrake.Micros) bar {
 	b := bar{W: capBarWidth, Over: spent+reserved > cap}
@@ -86,8 +86,8 @@ type dayTotal struct {
 // dailyChart draws the daily report's rows over the days from first to
 // last (UTC dates, inclusive): days without calls are empty bars, so the
 // x axis is time, not just the days that had spend.
-func dailyChart(rows []keybrake.DailyRow, first, last time.Time) stackChart {
-	c := stackChart{W: 760, H: 240, PlotX: 56, PlotY: 12}
+func dailyChart(rows []keybrake.DailyRow, first, last time.Time, width int) stackChart {
+	c := stackChart{W: width, H: 260, PlotX: 56, PlotY: 12}
 	c.PlotW, c.PlotH = c.W-c.PlotX-8, c.H-c.PlotY-28
 	c.GridX2, c.AxisX, c.LabelY = c.PlotX+c.PlotW, c.PlotX-8, c.PlotY+c.PlotH+18
 
@@ -171,12 +171,13 @@ func dailyChart(rows []keybrake.DailyRow, first, last time.Time) stackChart {
 	return c
 }
 
-// niceCeil rounds an axis maximum up to 1, 2, 2.5 or 5 times a power of
-// ten dollars, at least $1.
+// niceCeil rounds an axis maximum up to a round number of dollars whose
+// quarters are round too (1, 1.2, 1.6, 2, 2.4, 4, 5, 6 or 8 times a power
+// of ten), at least $1.
 func niceCeil(m keybrake.Micros) keybrake.Micros {
 	step := keybrake.MicrosPerUSD
 	for {
-		for _, f := range []keybrake.Micros{10, 20, 25, 50} {
+		for _, f := range []keybrake.Micros{10, 12, 16, 20, 24, 40, 50, 60, 80} {
 			if v := step * f / 10; v >= m {
 				return v
 			}

@@ -32,6 +32,10 @@ func usd(m keybrake.Micros) string {
 // usdShort is an axis label: "$50", "$2.50".
 func usdShort(m keybrake.Micros) string { return strings.TrimSuffix(usd(m), ".00") }
 
+// usdCents rounds to the nearest cent, for estimates such as a month's
+// projection, where micro-dollars would claim a precision they lack.
+func usdCents(m keybrake.Micros) string { return usd((m + 5_000) / 10_000 * 10_000) }
+
 func usdPtr(m *keybrake.Micros) string {
 	if m == nil {
 		return "—"
@@ -173,8 +177,9 @@ func vendorClass(v string) string {
 
 func (u *UI) funcs() template.FuncMap {
 	return template.FuncMap{
-		"usd": usd, "usdPtr": usdPtr, "int64Ptr": int64Ptr, "microsPtr": microsPtr,
-		"stamp": stamp, "stampPtr": stampPtr, "iso": isoTime, "span": span,
+		"usd": usd, "usdCents": usdCents, "usdPtr": usdPtr, "int64Ptr": int64Ptr, "microsPtr": microsPtr,
+		"stamp": stamp, "clock": func(t time.Time) string { return t.UTC().Format("15:04:05") },
+		"day": func(t time.Time) string { return t.UTC().Format("2006-01-02") }, "stampPtr": stampPtr, "iso": isoTime, "span": span,
 		"outcomeClass": outcomeClass, "statusClass": statusClass, "deliveryClass": deliveryClass, "vendorClass": vendorClass,
 		"asset":   u.asset,
 		"capBar":  capBar,

@@ -76,7 +76,7 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	for _, m := range g.Reserved {
 		reserved += m
 	}
-	d := overviewData{Daily: dailyChart(month.Rows, today.AddDate(0, 0, -29), today)}
+	d := overviewData{Daily: dailyChart(month.Rows, today.AddDate(0, 0, -29), today, 600)}
 	d.Cards = []card{
 		{Label: "Active keys", Value: strconv.FormatInt(g.ActiveKeys, 10), Note: "can spend now"},
 		{Label: "Today's spend", Value: usd(spent), Note: usd(reserved) + " reserved in flight"},
@@ -389,7 +389,7 @@ func (u *UI) reports(w http.ResponseWriter, r *http.Request, s *session) {
 		u.storeFailed(w, r, s, "daily report", err)
 		return
 	}
-	d.Daily = dailyChart(daily.Rows, win.Since, today)
+	d.Daily = dailyChart(daily.Rows, win.Since, today, 1000)
 	d.Month = daily.Month
 	for v, m := range daily.ProjectedMonth {
 		d.Projected = append(d.Projected, legend{Vendor: v, Class: vendorClass(v), Total: m})

@@ -33,7 +33,7 @@ type Target struct {
 	// set, is a receiver that is down, subscribed to cap events (its
 	// deliveries show the retries).
 	WebhookURL, DownWebhookURL string
-	HTTP       *http.Client
+	HTTP                       *http.Client
 }
 
 // Seeded is what Seed made, for a caller that wants to point at it.

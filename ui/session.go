@@ -169,7 +169,9 @@ func (u *UI) authed(h func(http.ResponseWriter, *http.Request, *session)) http.H
 			if r.Method == http.MethodGet && r.URL.Path != Prefix {
 				target += "?next=" + url.QueryEscape(r.URL.RequestURI())
 			}
-			http.Redirect(w, r, target, http.StatusSeeOther)
+			// No body: not even the address asked for is echoed.
+			w.Header().Set("Location", target)
+			w.WriteHeader(http.StatusSeeOther)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

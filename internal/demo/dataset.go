@@ -217,9 +217,10 @@ func (s *seeder) notify(ctx context.Context, when time.Time, n int) error {
 
 // newsletter sends a weekly batch through a Resend key.
 func (s *seeder) newsletter(ctx context.Context, when time.Time) error {
+	year, week := when.ISOWeek()
 	k, err := s.issue(ctx, client.IssueParams{Vendor: "resend", DailyUSDCap: "2", ExpiresIn: "1h",
 		AllowedEndpoints: []string{"POST /emails/batch", "POST /emails"},
-		AgentRunLabel:    "lambda:newsletter:" + when.Format("2006-W02"), AgentName: "newsletter-agent"})
+		AgentRunLabel:    fmt.Sprintf("lambda:newsletter:%d-W%02d", year, week), AgentName: "newsletter-agent"})
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,9 @@ func TestBrowserDashboard(t *testing.T) {
 	if got := b.text(row + " td.spend"); !strings.Contains(got, "$4.50") {
 		t.Fatalf("spend today cell %q, want $4.50 (3 × $1.50)", got)
 	}
+	if v, err := env.Admin.GetKey(ctx, k.ID); err != nil || v.SpentTodayUSD == nil || v.SpentTodayUSD.String() != "4.50" {
+		t.Fatalf("the key recorded %v (%v), want the $4.50 the sandbox charged and the page shows", v, err)
+	}
 	if got := b.text(row); !strings.Contains(got, label) || !strings.Contains(got, "billing-agent") || !strings.Contains(got, "POST /v1/payment_intents") || !strings.Contains(got, "$10.00") {
 		t.Fatalf("key row %q lacks the label, agent, endpoint or cap", got)
 	}

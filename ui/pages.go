@@ -13,19 +13,27 @@ import (
 
 // keyRow is one key as the dashboard shows it: the admin API's view of it
 // (admin.API.View, the same JSON GET /vault/keys/{id} answers), plus its
-// bar against the daily cap. Rules shows the key's allow-list as stored;
-// when the API's view gains the operations a rule grants, they are added
-// here, in one place.
+// bar against the daily cap. Rules is the key's allow-list as stored;
+// Operations, when the API's view names the catalogue operations each rule
+// grants, lists them under it: row is the one place that fills them.
 type keyRow struct {
 	admin.KeyJSON
 	Bar   bar
-	Rules []string
+	Rules []ruleRow
+}
+
+type ruleRow struct {
+	Rule       string
+	Operations []string
 }
 
 func (u *UI) row(v *keybrake.KeyView) keyRow {
 	j := u.cfg.Admin.View(v)
-	return keyRow{KeyJSON: j, Rules: j.AllowedEndpoints,
-		Bar: capBar(microsPtr(j.SpentTodayUSD), v.Usage.ReservedToday, j.DailyUSDCap)}
+	r := keyRow{KeyJSON: j, Bar: capBar(microsPtr(j.SpentTodayUSD), v.Usage.ReservedToday, j.DailyUSDCap)}
+	for _, rule := range j.AllowedEndpoints {
+		r.Rules = append(r.Rules, ruleRow{Rule: rule})
+	}
+	return r
 }
 
 func dayStart(t time.Time) time.Time { return t.UTC().Truncate(24 * time.Hour) }

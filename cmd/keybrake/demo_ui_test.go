@@ -39,7 +39,9 @@ func TestDemoUI(t *testing.T) {
 	defer cancel()
 	var out, errOut lockedBuffer
 	done := make(chan int, 1)
-	go func() { done <- runContext(ctx, []string{"demo", "--ui", "--charges", "30", "--cap", "10"}, &out, &errOut) }()
+	go func() {
+		done <- runContext(ctx, []string{"demo", "--ui", "--charges", "30", "--cap", "10"}, &out, &errOut)
+	}()
 
 	re := regexp.MustCompile(`URL\s+(http://\S+/ui/)\s+admin token\s+(\S+)`)
 	var m []string

@@ -127,6 +127,13 @@ type KeyFilter struct {
 	IssuerID      string    // non-empty: only keys this issuer token created
 	Limit         int
 	Cursor        string
+
+	// LabelContains keeps keys whose agent_run_label contains it, ignoring
+	// case (the dashboard's label search).
+	LabelContains string
+	// SpendingToday keeps keys with spend or a reservation on the store's
+	// current UTC day, whatever their status now.
+	SpendingToday bool
 }
 
 // CallFilter selects audit rows, newest first.

@@ -304,8 +304,7 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
 	v, ok := a.ownKey(w, r)
 	if ok {
-		out := viewJSON(v)
-		out.AllowedOperations = a.grants(v.Vendor, v.Rules)
+		out := a.View(v)
 		writeJSON(w, http.StatusOK, out)
 	}
 }
@@ -364,8 +363,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	page := Page[KeyJSON]{Data: make([]KeyJSON, 0, len(views)), NextCursor: next, HasMore: next != ""}
 	for _, v := range views {
-		out := viewJSON(v)
-		out.AllowedOperations = a.grants(v.Vendor, v.Rules)
+		out := a.View(v)
 		page.Data = append(page.Data, out)
 	}
 	writeJSON(w, http.StatusOK, page)
@@ -385,11 +383,10 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	k, err := a.cfg.Store.RevokeKey(r.Context(), id)
+	out, err := a.Revoke(r.Context(), id)
 	if err != nil {
 		a.storeError(w, "key "+strconv.Quote(id), err)
 		return
 	}
-	a.log.Info("vault key revoked", "key_id", k.ID, "revoked_at", k.RevokedAt)
-	writeJSON(w, http.StatusOK, RevokeResponse{ID: k.ID, Status: keybrake.StatusRevoked, RevokedAt: *k.RevokedAt})
+	writeJSON(w, http.StatusOK, out)
 }

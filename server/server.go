@@ -23,6 +23,7 @@ import (
 	"github.com/keybrake/keybrake/metrics"
 	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/store"
+	"github.com/keybrake/keybrake/ui"
 	"github.com/keybrake/keybrake/webhooks"
 )
 
@@ -68,6 +69,8 @@ type Config struct {
 
 	// Observe configures metrics, webhooks and anomaly detection.
 	Observe ObserveConfig
+	// UI configures the dashboard at /ui/.
+	UI UIConfig
 }
 
 // Server is a running Keybrake.
@@ -76,6 +79,7 @@ type Server struct {
 	store    store.Store
 	proxy    *proxy.Proxy
 	admin    *admin.API
+	ui       *ui.UI
 	log      *slog.Logger
 	instance string
 
@@ -186,6 +190,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if err := s.setupUI(); err != nil {
+		return fail(err)
+	}
 	return s, nil
 }
 
@@ -206,6 +213,8 @@ func (s *Server) Handler() http.Handler {
 			notHere(w, "metrics are served on the admin listener")
 		case isMetrics(uri):
 			s.metricsEndpoint(w, r)
+		case isUI(uri):
+			s.serveUI(w, r, s.cfg.AdminAddr == "")
 		case uri == "/vault" || strings.HasPrefix(uri, "/vault/") || strings.HasPrefix(uri, "/vault?"):
 			if s.cfg.AdminAddr != "" {
 				w.Header().Set("Content-Type", "application/json")
@@ -220,7 +229,8 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// AdminHandler serves the admin listener: /healthz and /vault/.
+// AdminHandler serves the admin listener: /healthz, /vault/, /metrics and
+// the dashboard at /ui/.
 func (s *Server) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI == "/healthz" {
@@ -229,6 +239,10 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		if isMetrics(r.RequestURI) {
 			s.metricsEndpoint(w, r)
+			return
+		}
+		if isUI(r.RequestURI) {
+			s.serveUI(w, r, true)
 			return
 		}
 		s.admin.ServeHTTP(w, r)

@@ -24,6 +24,12 @@ type globals struct {
 
 // run builds the command tree and executes it; it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run with a context: cancelling it stops a long-running
+// command (serve, demo --ui) as a signal would.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "keybrake",
@@ -40,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	root.AddCommand(serveCmd(g), demoCmd(g), keyCmd(g), callsCmd(g), reportCmd(g), tokenCmd(g), pricingCmd(g), versionCmd(g))
 	root.AddCommand(webhookCmd(g))
-	if err := root.Execute(); err != nil {
+	if err := root.ExecuteContext(ctx); err != nil {
 		g.printError(err)
 		return 1
 	}

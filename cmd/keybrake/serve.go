@@ -32,6 +32,7 @@ type serveFlags struct {
 	logLevel            string
 	envErrs             []error // malformed environment values
 	observe             observeFlags
+	ui                  server.UIConfig
 }
 
 func serveCmd(g *globals) *cobra.Command {
@@ -53,6 +54,9 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets at rest
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
+
+The web dashboard is at /ui/ on the admin listener: sign in with the admin
+token. --no-ui turns it off.
 
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).
@@ -76,6 +80,7 @@ and exits 0.`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
+	addUIFlags(fl, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
 	return cmd
 }
@@ -111,6 +116,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ReconcileInterval: f.reconcileInterval,
 		Logger:            logger,
 		Observe:           observe,
+		UI:                f.ui,
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

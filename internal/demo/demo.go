@@ -13,10 +13,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -33,22 +35,34 @@ type Options struct {
 	JSON    bool
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// UI seeds a month of history first, and after the scenario keeps the
+	// server running with the dashboard until ctx ends.
+	UI bool
+	// Addr is the demo Keybrake's listen address (default a free port).
+	Addr string
 }
 
 // Result is what the demo measured; --json prints it.
 type Result struct {
-	ExecutionARN   string               `json:"execution_arn"`
-	KeyID          string               `json:"key_id"`
-	Charges        int                  `json:"charges"`
-	Succeeded      int64                `json:"succeeded"`
-	CapExhausted   int64                `json:"cap_exhausted"`
-	OtherFailures  int64                `json:"other_failures"`
+	ExecutionARN  string `json:"execution_arn"`
+	KeyID         string `json:"key_id"`
+	Charges       int    `json:"charges"`
+	Succeeded     int64  `json:"succeeded"`
+	CapExhausted  int64  `json:"cap_exhausted"`
+	OtherFailures int64  `json:"other_failures"`
+	// Retried counts transient refusals (503 store_unavailable, 502, 409
+	// idempotency_in_progress, a dropped connection) retried with the same
+	// Idempotency-Key, as the state machine's Retry on KeybrakeTransient does.
+	Retried        int64                `json:"retried"`
 	SandboxCharges int                  `json:"sandbox_charges"`
 	SpentUSD       keybrake.Micros      `json:"spent_usd"`
 	CapUSD         keybrake.Micros      `json:"daily_usd_cap"`
 	Summary        *keybrake.RunSummary `json:"run_summary"`
 	AfterRevoke    int                  `json:"after_revoke_status"`
 	AfterRevokeErr string               `json:"after_revoke_code"`
+	// With --ui: where the dashboard is, and the token that signs in.
+	DashboardURL string `json:"dashboard_url,omitempty"`
+	AdminToken   string `json:"admin_token,omitempty"`
 }
 
 const sandboxSecret = "sk_test_sandbox_demo"
@@ -89,13 +103,24 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer logFile.Close()
 	token := keybrake.NewID("demo_admin_")
-	srv, err := server.New(ctx, server.Config{
-		Addr:       "127.0.0.1:0",
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	cfg := server.Config{
+		Addr:       o.Addr,
 		DB:         filepath.Join(dir, "keybrake.db"),
 		AdminToken: token,
 		Vendors:    server.VendorConfig{StripeSecretKey: sandboxSecret, StripeBaseURL: upstream.URL},
 		Logger:     slog.New(slog.NewJSONHandler(logFile, nil)),
-	})
+	}
+	var ui *uiDemo
+	if o.UI {
+		if ui, err = startUIDemo(&cfg); err != nil {
+			return err
+		}
+		defer ui.close()
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -109,6 +134,15 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	base := "http://" + srv.Addr()
 	admin := client.New(base, token)
+	if ui != nil {
+		say("Seeding %d days of sandbox history for the dashboard (real proxied calls, the store's clock moved back)…", HistoryDays)
+		seeded, err := Seed(ctx, ui.target(base, admin))
+		if err != nil {
+			return fmt.Errorf("seed the demo history: %w", err)
+		}
+		say("  %d keys, %d calls across Stripe, Twilio and Resend", seeded.Keys, seeded.Calls)
+		say("")
+	}
 
 	execARN := "arn:aws:states:us-east-1:123456789012:execution:agent-billing:demo-" + keybrake.NewID("")[:8]
 	say("Keybrake demo: the Step Functions Map-state fan-out, on this machine")
@@ -139,6 +173,11 @@ func Run(ctx context.Context, o Options) error {
 			defer wg.Done()
 			defer done.Add(1)
 			status, code := charge(ctx, hc, base, k.VaultKey, execARN, i)
+			for attempt, wait := 1, 250*time.Millisecond; transient(status, code) && attempt <= 3 && ctx.Err() == nil; attempt, wait = attempt+1, 2*wait {
+				atomic.AddInt64(&res.Retried, 1)
+				time.Sleep(wait)
+				status, code = charge(ctx, hc, base, k.VaultKey, execARN, i)
+			}
 			switch {
 			case status == http.StatusOK:
 				atomic.AddInt64(&res.Succeeded, 1)
@@ -162,6 +201,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	say("   succeeded       %d", res.Succeeded)
 	say("   cap_exhausted   %d  (429, body.code == \"cap_exhausted\": the seed's Catch ends them in CapHitEnd)", res.CapExhausted)
+	if res.Retried > 0 {
+		say("   retried         %d transient refusals, with the same Idempotency-Key (the state machine's Retry)", res.Retried)
+	}
 	if res.OtherFailures > 0 {
 		say("   other failures  %d", res.OtherFailures)
 	}
@@ -186,14 +228,30 @@ func Run(ctx context.Context, o Options) error {
 	say("4. DELETE /vault/keys/%s → revoked at %s", rv.ID, rv.RevokedAt.Format(time.RFC3339))
 	say("   the next call with the key: HTTP %d %s", res.AfterRevoke, res.AfterRevokeErr)
 
+	if ui != nil {
+		res.DashboardURL, res.AdminToken = base+"/ui/", token
+	}
 	if o.JSON {
 		enc := json.NewEncoder(o.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
 	}
 	if res.OtherFailures > 0 {
 		return errors.New("some charges failed for reasons other than the cap; see the log above")
 	}
+	if ui == nil {
+		return nil
+	}
+	say("")
+	say("5. The dashboard is running (Ctrl-C stops the demo and deletes its data):")
+	say("   URL          %s", res.DashboardURL)
+	say("   admin token  %s   (paste it into \"Admin token\" to sign in)", token)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	say("Stopping the demo.")
 	return nil
 }
 
@@ -219,6 +277,22 @@ func charge(ctx context.Context, hc *http.Client, base, vaultKey, execARN string
 	}
 	json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) //nolint:errcheck // success bodies have no code
 	return resp.StatusCode, eb.Code
+}
+
+// transient is what the Step Functions integration retries
+// (KeybrakeTransient): the store or the vendor was briefly unavailable, or
+// the same Idempotency-Key is still in flight. A retry with the same key
+// never charges twice.
+func transient(status int, code string) bool {
+	switch {
+	case status == 0, status == http.StatusBadGateway:
+		return true
+	case status == http.StatusServiceUnavailable && code == string(keybrake.CodeStoreUnavailable):
+		return true
+	case status == http.StatusConflict && code == string(keybrake.CodeIdempotencyInProgress):
+		return true
+	}
+	return false
 }
 
 // progress shows done/total on stderr while the fan-out runs: one line

@@ -204,6 +204,7 @@ func (s *Store) ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake
 		if f.IssuerID != "" {
 			where = append(where, "issuer_id = "+arg(f.IssuerID))
 		}
+		where = append(where, keySearch(f, Day(now), s.dialect.StrPos, arg)...)
 		switch f.Status {
 		case "":
 		case keybrake.StatusActive:

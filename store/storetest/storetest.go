@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"CreateAndGetKey", testCreateAndGetKey},
 		{"DuplicateKeyIsNotAnOutage", testDuplicateKey},
 		{"ListKeys", testListKeys},
+		{"KeySearch", testKeySearch},
 		{"Revoke", testRevoke},
 		{"RevokeUnderLoad", testRevokeUnderLoad},
 		{"Expiry", testExpiry},

@@ -68,6 +68,10 @@ type Config struct {
 
 	// Observe configures metrics, webhooks and anomaly detection.
 	Observe ObserveConfig
+
+	// ShutdownTimeout is how long `keybrake serve` waits on SIGTERM for
+	// in-flight calls to settle (the caller passes it to Shutdown).
+	ShutdownTimeout time.Duration
 }
 
 // Server is a running Keybrake.
@@ -85,46 +89,47 @@ type Server struct {
 
 	releaseInstance func() error
 
-	servers []*http.Server
-	addrs   []string
-	stopBG  context.CancelFunc
-	bg      sync.WaitGroup
+	listeners []net.Listener // bound by New, served by Start
+	servers   []*http.Server
+	addrs     []string
+	stopBG    context.CancelFunc
+	bg        sync.WaitGroup
 }
 
-// New opens the store (creating and migrating it), recovers calls a crash
-// left pending, and builds the handlers. It does not listen yet.
+// New checks the configuration, binds the listeners, opens the store
+// (creating and migrating it), recovers calls a crash left pending, and
+// builds the handlers; it does not serve yet. Everything that can be
+// checked is checked before the store is opened, and the listeners are
+// bound before it too, so a start that fails (a port in use, a bad base
+// URL) leaves no database file behind.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.AdminToken == "" {
-		return nil, errors.New("no admin token: set KEYBRAKE_ADMIN_TOKEN (for example: export KEYBRAKE_ADMIN_TOKEN=$(openssl rand -hex 32))")
-	}
-	if len(cfg.AdminToken) < 16 {
-		return nil, errors.New("KEYBRAKE_ADMIN_TOKEN is shorter than 16 characters; use a long random value such as $(openssl rand -hex 32)")
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if cfg.MaxExpiresIn <= 0 {
-		cfg.MaxExpiresIn = 24 * time.Hour
+	vendors, err := buildVendors(cfg.Vendors)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.UpstreamTimeout <= 0 {
-		cfg.UpstreamTimeout = 60 * time.Second
-	}
-	if cfg.IdempotencyTTL <= 0 {
-		cfg.IdempotencyTTL = 24 * time.Hour
-	}
-	if cfg.DB == "" {
-		cfg.DB = "keybrake.db"
+	listeners, err := listen(cfg)
+	if err != nil {
+		return nil, err
 	}
 
 	st, err := openStore(ctx, cfg)
 	if err != nil {
+		closeListeners(listeners)
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance, listeners: listeners}
 	fail := func(err error) (*Server, error) {
 		if s.releaseInstance != nil {
 			s.releaseInstance() //nolint:errcheck // already failing
 		}
+		closeListeners(listeners)
 		st.Close()
 		return nil, err
 	}
@@ -159,10 +164,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 
-	vendors, err := buildVendors(cfg.Vendors)
-	if err != nil {
-		return fail(err)
-	}
 	s.vendors = vendors
 	if err := s.setupObserve(); err != nil {
 		return fail(err)
@@ -252,28 +253,19 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(body) //nolint:errcheck // the client may have gone
 }
 
-// Start listens on the configured addresses (":0" picks a free port) and
+// Start serves on the listeners New bound (":0" picked a free port) and
 // starts the background sweeps.
 func (s *Server) Start() error {
-	type listener struct {
-		addr string
-		h    http.Handler
-	}
-	ls := []listener{{s.cfg.Addr, s.Handler()}}
+	handlers := []http.Handler{s.Handler()}
 	if s.cfg.AdminAddr != "" {
-		ls = append(ls, listener{s.cfg.AdminAddr, s.AdminHandler()})
+		handlers = append(handlers, s.AdminHandler())
 	}
 	if s.cfg.Observe.MetricsAddr != "" {
-		ls = append(ls, listener{s.cfg.Observe.MetricsAddr, s.MetricsHandler()})
+		handlers = append(handlers, s.MetricsHandler())
 	}
-	for _, l := range ls {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			s.Shutdown(context.Background()) //nolint:errcheck // already failing
-			return fmt.Errorf("listen on %s: %w", l.addr, err)
-		}
+	for i, ln := range s.listeners {
 		srv := &http.Server{
-			Handler:           l.h,
+			Handler:           handlers[i],
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       60 * time.Second,
 			IdleTimeout:       120 * time.Second,
@@ -348,6 +340,7 @@ func (s *Server) sweep(ctx context.Context) {
 // the sweeps and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	errs := []error{s.drain(ctx)}
+	closeListeners(s.listeners) // those Start never served
 	if s.stopBG != nil {
 		s.stopBG()
 		s.bg.Wait()

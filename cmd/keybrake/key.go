@@ -45,6 +45,12 @@ func keyIssueCmd(g *globals) *cobra.Command {
 				}
 				p.Metadata[k] = v
 			}
+			if err := required(cmd, map[string]string{
+				"daily-usd-cap": "the dollars the key may spend per UTC day, e.g. --daily-usd-cap 50",
+				"endpoint":      `what the key may call, e.g. --endpoint "POST /v1/payment_intents" (keybrake pricing lists the operations)`,
+			}); err != nil {
+				return err
+			}
 			var err error
 			if p.AlertThresholds, err = thresholdsFlag(alerts); err != nil {
 				return err
@@ -68,7 +74,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&p.Vendor, "vendor", "stripe", "vendor the key is for")
 	fl.StringVar(&p.DailyUSDCap, "daily-usd-cap", "", "dollars the key may spend per UTC day (required)")
-	fl.StringArrayVar(&p.AllowedEndpoints, "endpoint", nil, `allowed endpoint: "METHOD /path" with * for one segment, or an operation name such as payment_intents.create (see keybrake pricing); repeatable (required)`)
+	fl.StringArrayVar(&p.AllowedEndpoints, "endpoint", nil, "allowed endpoint `RULE`: \"METHOD /path\" with * for one segment, or an operation name such as payment_intents.create (see keybrake pricing); repeatable (required)")
 	fl.StringVar(&p.ExpiresIn, "expires-in", "1h", `lifetime, e.g. "30m" or "2h"`)
 	fl.StringVar(&p.AgentRunLabel, "label", "", "agent_run_label, e.g. a Step Functions execution ARN")
 	fl.StringVar(&p.AgentName, "agent-name", "", "agent_name")
@@ -76,6 +82,8 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.MaxUSDPerCall, "max-usd-per-call", "", "largest single call in dollars")
 	fl.StringArrayVar(&meta, "metadata", nil, "key=value metadata; repeatable")
 	fl.StringVar(&alerts, "alert-thresholds", "", `percents of the daily cap that fire key.spend_threshold, e.g. 50,90; "none" for no alerts (default 50,80,100)`)
+	setsField(fl, "endpoint", "allowed_endpoints")
+	setsField(fl, "label", "agent_run_label")
 	return cmd
 }
 
@@ -87,16 +95,14 @@ func keyListCmd(g *globals) *cobra.Command {
 		Short: "List vault keys, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Key, error) {
-				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Key], error) {
-					p.Cursor = cursor
-					return c.ListKeys(ctx, p)
-				})
+			return list(cmd.Context(), g, all, "keys", func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Key], error) {
+				p.Cursor = cursor
+				return c.ListKeys(ctx, p)
 			}, func(w *tabwriter.Writer, keys []client.Key) {
-				fmt.Fprintln(w, "KEY_ID\tVENDOR\tSTATUS\tSPENT\tCAP/DAY\tCALLS\tDENIED\tEXPIRES\tLABEL")
+				fmt.Fprintln(w, "KEY_ID\tVENDOR\tSTATUS\tSPENT\tCAP/DAY\tCALLS\tALLOWED\tDENIED\tEXPIRES\tLABEL")
 				for _, k := range keys {
-					fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t$%s\t%d\t%d\t%s\t%s\n", k.ID, k.Vendor, k.Status, deref(k.SpentUSD), k.DailyUSDCap,
-						derefInt(k.Calls), derefInt(k.DeniedCalls), k.ExpiresAt.Format(time.RFC3339), k.AgentRunLabel)
+					fmt.Fprintf(w, "%s\t%s\t%s\t$%s\t$%s\t%d\t%d\t%d\t%s\t%s\n", k.ID, k.Vendor, k.Status, deref(k.SpentUSD), k.DailyUSDCap,
+						derefInt(k.Calls), derefInt(k.AllowedCalls), derefInt(k.DeniedCalls), k.ExpiresAt.Format(time.RFC3339), k.AgentRunLabel)
 				}
 			})
 		},
@@ -106,6 +112,7 @@ func keyListCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.Status, "status", "", "only active, revoked or expired keys")
 	fl.IntVar(&p.Limit, "limit", 50, "keys per page")
 	fl.BoolVar(&all, "all", false, "follow pages to the end")
+	setsField(fl, "label", "agent_run_label")
 	return cmd
 }
 
@@ -134,7 +141,7 @@ func keyShowCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
 				fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))
 				fmt.Fprintf(w, "remaining_usd\t$%s\n", deref(k.RemainingUSD))
-				fmt.Fprintf(w, "calls\t%d (denied %d)\n", derefInt(k.Calls), derefInt(k.DeniedCalls))
+				fmt.Fprintf(w, "calls\t%d (%d allowed, %d denied)\n", derefInt(k.Calls), derefInt(k.AllowedCalls), derefInt(k.DeniedCalls))
 				fmt.Fprintf(w, "created_at\t%s\n", k.CreatedAt.Format(time.RFC3339))
 				fmt.Fprintf(w, "expires_at\t%s\n", k.ExpiresAt.Format(time.RFC3339))
 				if k.RevokedAt != nil {

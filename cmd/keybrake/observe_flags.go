@@ -29,7 +29,7 @@ type observeFlags struct {
 func addObserveFlags(fl *pflag.FlagSet, f *serveFlags) {
 	o := &f.observe
 	d := server.DefaultConfig().Observe
-	fl.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("KEYBRAKE_METRICS_ADDR"), "serve /metrics unauthenticated on this address instead of behind the admin token (env KEYBRAKE_METRICS_ADDR)")
+	fl.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("KEYBRAKE_METRICS_ADDR"), "serve /metrics unauthenticated on this `HOST:PORT` instead of behind the admin token (env KEYBRAKE_METRICS_ADDR)")
 	f.durationFlag(fl, &o.webhookPoll, "webhook-poll-interval", "KEYBRAKE_WEBHOOK_POLL_INTERVAL", d.WebhookPoll, "how often due webhook deliveries are looked for")
 	f.durationFlag(fl, &o.webhookTimeout, "webhook-timeout", "KEYBRAKE_WEBHOOK_TIMEOUT", d.WebhookTimeout, "time limit of one webhook delivery")
 	f.durationFlag(fl, &o.webhookMinBackoff, "webhook-min-backoff", "KEYBRAKE_WEBHOOK_MIN_BACKOFF", d.WebhookMinBackoff, "wait before the first retry of a failed delivery; it doubles after each failure")

@@ -65,10 +65,10 @@ and exits 0.`,
 	}
 	d := server.DefaultConfig()
 	fl := cmd.Flags()
-	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", d.Addr), "proxy listen address (env KEYBRAKE_ADDR)")
-	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
+	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", d.Addr), "proxy listen address, `HOST:PORT` (env KEYBRAKE_ADDR)")
+	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API, `HOST:PORT` (env KEYBRAKE_ADMIN_ADDR)")
 	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls (env KEYBRAKE_INSTANCE_ID)")
-	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", d.DB), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
+	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", d.DB), "SQLite file `PATH`, or a postgres:// URL (env KEYBRAKE_DB)")
 	f.durationFlag(fl, &f.maxExpiresIn, "max-expires-in", "KEYBRAKE_MAX_EXPIRES_IN", d.MaxExpiresIn, "longest expires_in a key may ask for")
 	f.durationFlag(fl, &f.upstreamTimeout, "upstream-timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", d.UpstreamTimeout, "time limit of one vendor call; past it the outcome is unknown")
 	f.durationFlag(fl, &f.decisionTimeout, "decision-timeout", "KEYBRAKE_DECISION_TIMEOUT", d.DecisionTimeout, "time limit of the store's decision on one call; past it 503 store_unavailable, nothing forwarded")

@@ -36,6 +36,14 @@ func tokenCreateCmd(g *globals) *cobra.Command {
     --endpoints "POST /v1/payment_intents" --max-expires-in 6h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := required(cmd, map[string]string{
+				"name":              "a name for the token, e.g. --name sfn-billing",
+				"max-daily-usd-cap": "the largest daily cap its keys may have, e.g. --max-daily-usd-cap 500",
+				"vendors":           "the vendors its keys may be for, e.g. --vendors stripe",
+				"endpoints":         `what its keys may allow, e.g. --endpoints "POST /v1/payment_intents"`,
+			}); err != nil {
+				return err
+			}
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Token, error) {
 				return c.CreateToken(ctx, p)
 			}, func(w *tabwriter.Writer, t *client.Token) {

@@ -23,8 +23,8 @@ type vendorFlags struct {
 }
 
 func addVendorFlags(fl *pflag.FlagSet, v *vendorFlags) {
-	fl.StringVar(&v.pricingFile, "pricing", os.Getenv("KEYBRAKE_PRICING_FILE"), "pricing file (YAML or JSON) overriding the built-in prices; see `keybrake pricing` (env KEYBRAKE_PRICING_FILE)")
-	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable; overrides the pricing file's fx (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+	fl.StringVar(&v.pricingFile, "pricing", os.Getenv("KEYBRAKE_PRICING_FILE"), "a pricing `FILE` (YAML or JSON) overriding the built-in prices; keybrake pricing prints the result (env KEYBRAKE_PRICING_FILE)")
+	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, as `CUR=RATE`; repeatable; overrides the pricing file's fx (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
 }
 
 // prices builds the effective price table: built-in defaults, then the

@@ -292,9 +292,8 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 	}
 	secret := keybrake.NewVaultKey()
 	k.ID = keybrake.NewID("vk_")
-	created, err := a.cfg.Store.CreateKey(r.Context(), k, keybrake.HashSecret(secret), ttl)
-	if err != nil {
-		a.storeError(w, "key", err)
+	created, ok := a.storeKey(w, r, &req, k, secret, ttl)
+	if !ok {
 		return
 	}
 	out := keyJSON(created, keybrake.StatusActive)

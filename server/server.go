@@ -183,7 +183,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		infos[i] = v
 	}
 	s.admin, err = admin.New(admin.Config{Store: s.store, Vendors: infos, Token: cfg.AdminToken, MaxExpiresIn: cfg.MaxExpiresIn, Logger: cfg.Logger,
-		Sealer: s.sealer, WebhookDenyPrivate: cfg.Observe.WebhookDenyPrivate})
+		IdempotencyTTL: cfg.IdempotencyTTL,
+		Sealer:         s.sealer, WebhookDenyPrivate: cfg.Observe.WebhookDenyPrivate})
 	if err != nil {
 		return fail(err)
 	}
@@ -331,6 +332,9 @@ func (s *Server) sweep(ctx context.Context) {
 			lastIdem = time.Now()
 			if _, err := s.store.SweepIdempotency(ctx); err != nil {
 				s.log.Error("idempotency sweep failed", "err", err.Error())
+			}
+			if _, err := s.store.SweepIssueClaims(ctx); err != nil {
+				s.log.Error("issuance idempotency sweep failed", "err", err.Error())
 			}
 		}
 	}

@@ -58,7 +58,7 @@ type Config struct {
 	MaxExpiresIn time.Duration
 	// IdempotencyTTL is how long a retried issuance replays (default 24h).
 	IdempotencyTTL time.Duration
-	Logger       *slog.Logger
+	Logger         *slog.Logger
 
 	// Sealer keeps webhook secrets (sealed at rest when it has a key); nil
 	// stores them plain.

@@ -6,7 +6,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -18,23 +17,14 @@ import (
 
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
-	"github.com/keybrake/keybrake/server"
 )
 
 var (
-	secretsKeyA = strings.Repeat("a1", 32) // KEYBRAKE_SECRETS_KEY, hex
+	secretsKeyA = kbtest.SecretsKey // KEYBRAKE_SECRETS_KEY, hex
 	secretsKeyB = strings.Repeat("b2", 32)
 )
 
-func sealing(hexKey string) kbtest.Options {
-	return kbtest.Options{Configure: func(c *server.Config) {
-		k, err := hex.DecodeString(hexKey)
-		if err != nil {
-			panic(err)
-		}
-		c.Observe.SecretsKey = k
-	}}
-}
+var sealed = kbtest.Options{Configure: kbtest.Sealing}
 
 // adminPost is one admin API POST, read whole.
 type adminAnswer struct {
@@ -97,7 +87,7 @@ func labelKeys(t testing.TB, admin *client.Client, label string) []client.Key {
 }
 
 func TestIssueKeyIdempotent(t *testing.T) {
-	env := kbtest.Start(t, sealing(secretsKeyA))
+	env := kbtest.Start(t, sealed)
 	const run = "arn:aws:states:us-east-1:123456789012:execution:billing:run-7"
 	const idem = run + "/IssueVaultKey"
 
@@ -161,7 +151,7 @@ func TestIssueKeyIdempotent(t *testing.T) {
 // Each caller has its own Idempotency-Keys: an issuer token cannot replay
 // the admin's answer or another issuer's.
 func TestIssueKeyIdempotencyScopedToCaller(t *testing.T) {
-	env := kbtest.Start(t, sealing(secretsKeyA))
+	env := kbtest.Start(t, sealed)
 	token := func(name string) string {
 		tok, err := env.Admin.CreateToken(t.Context(), client.TokenParams{Name: name, MaxDailyUSD: "100", Vendors: []string{"stripe"},
 			Endpoints: []string{"POST /v1/payment_intents"}, MaxExpiresIn: "6h"})
@@ -190,7 +180,7 @@ func TestIssueKeyIdempotencyScopedToCaller(t *testing.T) {
 }
 
 func TestCreateTokenIdempotent(t *testing.T) {
-	env := kbtest.Start(t, sealing(secretsKeyA))
+	env := kbtest.Start(t, sealed)
 	body := `{"name":"sfn-billing","max_daily_usd_cap":500,"vendors":["stripe"],"endpoints":["POST /v1/payment_intents"],"max_expires_in":"6h"}`
 	first := adminPost(t, env.URL, kbtest.AdminToken, "/vault/tokens", "deploy-42/token", body)
 	again := adminPost(t, env.URL, kbtest.AdminToken, "/vault/tokens", "deploy-42/token", body)
@@ -217,7 +207,7 @@ func TestCreateTokenIdempotent(t *testing.T) {
 
 // Identical requests at once make one key; every answer carries it.
 func TestIssueKeyConcurrentPairMakesOneKey(t *testing.T) {
-	env := kbtest.Start(t, sealing(secretsKeyA))
+	env := kbtest.Start(t, sealed)
 	concurrentIssue(t, []string{env.URL}, env.Admin)
 }
 

@@ -72,6 +72,11 @@ type Config struct {
 	// ShutdownTimeout is how long `keybrake serve` waits on SIGTERM for
 	// in-flight calls to settle (the caller passes it to Shutdown).
 	ShutdownTimeout time.Duration
+
+	// Sandbox answers every vendor without a credential from a built-in
+	// local sandbox (sandbox.go): the quick start with no vendor account.
+	// Never the default.
+	Sandbox bool
 }
 
 // Server is a running Keybrake.
@@ -88,6 +93,7 @@ type Server struct {
 	sealer  *webhooks.Sealer
 
 	releaseInstance func() error
+	sandboxes       *sandboxes
 
 	listeners []net.Listener // bound by New, served by Start
 	servers   []*http.Server
@@ -110,6 +116,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
+	var sb *sandboxes
+	built := false
+	defer func() {
+		if !built {
+			sb.close(context.Background()) //nolint:errcheck // already failing
+		}
+	}()
+	if cfg.Sandbox {
+		var err error
+		if sb, err = startSandboxes(&cfg.Vendors, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("--sandbox: %w", err)
+		}
+	}
 	vendors, err := buildVendors(cfg.Vendors)
 	if err != nil {
 		return nil, err
@@ -124,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		closeListeners(listeners)
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance, listeners: listeners}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance, listeners: listeners, sandboxes: sb}
 	fail := func(err error) (*Server, error) {
 		if s.releaseInstance != nil {
 			s.releaseInstance() //nolint:errcheck // already failing
@@ -174,6 +193,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
 		Observer:        s.metrics,
 		DecisionTimeout: cfg.DecisionTimeout,
+		Sandboxed:       s.SandboxVendors(),
 	})
 	if err != nil {
 		return fail(err)
@@ -188,6 +208,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if sb != nil {
+		s.log.Warn("SANDBOX MODE: these vendors are answered by Keybrake's built-in local sandboxes, not the real APIs; nothing real is sent or charged",
+			"sandbox_vendors", strings.Join(sb.vendors, ","))
+	}
+	built = true
 	return s, nil
 }
 
@@ -241,12 +266,15 @@ func (s *Server) AdminHandler() http.Handler {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	body := map[string]string{"status": "ok"}
+	body := map[string]any{"status": "ok"}
 	status := http.StatusOK
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.Error("health check: store unavailable", "err", err.Error())
-		body = map[string]string{"status": "unavailable", "code": string(keybrake.CodeStoreUnavailable), "message": "the store does not answer"}
+		body = map[string]any{"status": "unavailable", "code": string(keybrake.CodeStoreUnavailable), "message": "the store does not answer"}
 		status = http.StatusServiceUnavailable
+	}
+	if s.sandboxes != nil {
+		body["sandbox"], body["sandbox_vendors"] = true, s.sandboxes.vendors
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -352,6 +380,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.releaseInstance != nil {
 		errs = append(errs, s.releaseInstance())
 	}
-	errs = append(errs, s.store.Close())
+	errs = append(errs, s.sandboxes.close(ctx), s.store.Close())
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/internal/kbtest"
 )
 
@@ -368,5 +369,36 @@ func TestDurationsOneRule(t *testing.T) {
 		if d, err := parseDuration(in); err != nil || d != want {
 			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, d, err, want)
 		}
+	}
+}
+
+// -q prints only the secret (VAULT_KEY=$(keybrake key issue -q …)), key list
+// -q only the ids; --idempotency-key makes a retried issue print the same key.
+func TestQuietAndIdempotentIssue(t *testing.T) {
+	env := kbtest.Start(t, kbtest.Options{Configure: kbtest.Sealing})
+	t.Setenv("KEYBRAKE_ADMIN_TOKEN", kbtest.AdminToken)
+	t.Setenv("KEYBRAKE_URL", env.URL)
+	args := []string{"key", "issue", "-q", "--daily-usd-cap", "5", "--endpoint", "payment_intents.create", "--label", "quiet", "--idempotency-key", "quiet-run/IssueVaultKey"}
+	code, out, errOut := cli(t, args...)
+	secret := strings.TrimSuffix(out, "\n")
+	if code != 0 || !keybrake.WellFormedVaultKey(secret) || strings.Count(out, "\n") != 1 {
+		t.Fatalf("key issue -q: %d %q %s", code, out, errOut)
+	}
+	if r := env.Do(t, secret, "POST", "/v1/payment_intents", "application/x-www-form-urlencoded", "amount=100&currency=usd"); r.Status != 200 {
+		t.Fatalf("charge with the -q secret: %d %s", r.Status, r.Body)
+	}
+	if code, again, _ := cli(t, args...); code != 0 || again != out {
+		t.Fatalf("the retried issue printed %q, want %q", again, out)
+	}
+	code, ids, _ := cli(t, "key", "list", "--label", "quiet", "-q")
+	if code != 0 || !regexp.MustCompile(`^vk_\w+\n$`).MatchString(ids) {
+		t.Fatalf("key list -q: %d %q, want the one key id", code, ids)
+	}
+	if code, _, errOut = cli(t, append([]string{"--json"}, args...)...); code == 0 || !strings.Contains(errOut, "choose one") {
+		t.Errorf("--json -q: %d %s", code, errOut)
+	}
+	code, _, errOut = cli(t, "key", "issue", "--daily-usd-cap", "6", "--endpoint", "payment_intents.create", "--label", "quiet", "--idempotency-key", "quiet-run/IssueVaultKey")
+	if code == 0 || !strings.Contains(errOut, "idempotency_key_reused") {
+		t.Errorf("the same --idempotency-key with another cap: %d %s", code, errOut)
 	}
 }

@@ -30,6 +30,7 @@ type serveFlags struct {
 	reconcileInterval   time.Duration
 	vendors             vendorFlags
 	logLevel            string
+	sandbox             bool
 	envErrs             []error // malformed environment values
 	observe             observeFlags
 }
@@ -53,6 +54,11 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets at rest
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
+
+--sandbox is the quick start without a vendor account: every vendor with no
+credential in the environment is answered by a built-in local sandbox, with
+credentials Keybrake makes up; /healthz says "sandbox": true and every answer
+of a sandboxed vendor carries Keybrake-Sandbox: true.
 
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).
@@ -78,6 +84,7 @@ and exits 0.`,
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
+	fl.BoolVar(&f.sandbox, "sandbox", false, "answer every vendor without a credential from a built-in local sandbox (nothing real is sent or charged; never the default)")
 	return cmd
 }
 
@@ -111,6 +118,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		IdempotencyTTL:    f.idempotencyTTL,
 		ReconcileInterval: f.reconcileInterval,
 		ShutdownTimeout:   f.shutdownTimeout,
+		Sandbox:           f.sandbox,
 		Logger:            logger,
 		Observe:           observe,
 	}
@@ -124,7 +132,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(), "metrics_addr", srv.MetricsAddr(),
-		"db", redactDSN(f.db), "vendors", describeVendors(vendors))
+		"db", redactDSN(f.db), "vendors", describeVendors(vendors, srv.SandboxVendors()), "sandbox", f.sandbox)
 	<-ctx.Done()
 	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -67,12 +68,15 @@ func (v *vendorFlags) config() (server.VendorConfig, error) {
 
 // describeVendors says which vendors have a credential and where prices
 // come from, for the start-up log line (never a credential itself).
-func describeVendors(vc server.VendorConfig) string {
+func describeVendors(vc server.VendorConfig, sandboxed []string) string {
 	var parts []string
 	add := func(name string, configured bool) {
-		if configured {
+		switch {
+		case slices.Contains(sandboxed, name):
+			parts = append(parts, name+"(sandbox)")
+		case configured:
 			parts = append(parts, name)
-		} else {
+		default:
 			parts = append(parts, name+"(unconfigured)")
 		}
 	}

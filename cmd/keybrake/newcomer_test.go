@@ -20,6 +20,7 @@ import (
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/internal/kbtest"
+	"github.com/keybrake/keybrake/server"
 )
 
 func TestVersion(t *testing.T) {
@@ -400,5 +401,28 @@ func TestQuietAndIdempotentIssue(t *testing.T) {
 	code, _, errOut = cli(t, "key", "issue", "--daily-usd-cap", "6", "--endpoint", "payment_intents.create", "--label", "quiet", "--idempotency-key", "quiet-run/IssueVaultKey")
 	if code == 0 || !strings.Contains(errOut, "idempotency_key_reused") {
 		t.Errorf("the same --idempotency-key with another cap: %d %s", code, errOut)
+	}
+}
+
+// serve's defaults are server.DefaultConfig's: written once.
+func TestServeDefaultsAreDefaultConfig(t *testing.T) {
+	for _, env := range []string{"KEYBRAKE_ADDR", "KEYBRAKE_DB", "KEYBRAKE_MAX_EXPIRES_IN", "KEYBRAKE_UPSTREAM_TIMEOUT", "KEYBRAKE_DECISION_TIMEOUT",
+		"KEYBRAKE_IDEMPOTENCY_TTL", "KEYBRAKE_SHUTDOWN_TIMEOUT", "KEYBRAKE_WEBHOOK_TIMEOUT", "KEYBRAKE_ANOMALY_INTERVAL", "KEYBRAKE_ANOMALY_FACTOR"} {
+		t.Setenv(env, "")
+	}
+	d := server.DefaultConfig()
+	serve, _, err := newRoot(&globals{stdout: os.Stdout, stderr: os.Stderr}).Find([]string{"serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{
+		"addr": d.Addr, "db": d.DB, "max-expires-in": d.MaxExpiresIn.String(), "upstream-timeout": d.UpstreamTimeout.String(),
+		"decision-timeout": d.DecisionTimeout.String(), "idempotency-ttl": d.IdempotencyTTL.String(), "shutdown-timeout": d.ShutdownTimeout.String(),
+		"webhook-timeout": d.Observe.WebhookTimeout.String(), "webhook-poll-interval": d.Observe.WebhookPoll.String(),
+		"anomaly-interval": d.Observe.AnomalyInterval.String(), "anomaly-factor": d.Observe.AnomalyFactor.String(), "sandbox": "false",
+	} {
+		if f := serve.Flags().Lookup(flag); f == nil || f.DefValue != want {
+			t.Errorf("--%s defaults to %v, server.DefaultConfig to %q", flag, f, want)
+		}
 	}
 }

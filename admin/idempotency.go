@@ -103,8 +103,8 @@ func (a *API) replaySecret(c *keybrake.IssueClaim, prior *keybrake.IssueRecord, 
 	at := prior.CreatedAt.Format(time.RFC3339)
 	if prior.Fingerprint != c.Fingerprint {
 		return "", keybrake.Errorf(keybrake.CodeIdempotencyKeyReused,
-			"Idempotency-Key %q was used at %s for a different request (it issued %s %s); send a new Idempotency-Key for a new request",
-			c.Key, at, what, prior.ResourceID)
+			"Idempotency-Key %q was used at %s for a different request (it made %s); send a new Idempotency-Key for a new request",
+			c.Key, at, prior.ResourceID)
 	}
 	if prior.Secret == "" {
 		return "", keybrake.Errorf(keybrake.CodeReplayUnavailable,

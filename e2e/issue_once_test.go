@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -145,6 +146,27 @@ func TestIssueKeyIdempotent(t *testing.T) {
 		if bytes.Contains(b, []byte(k1.VaultKey)) {
 			t.Fatalf("the vault key is in %s in plaintext", env.DB+suffix)
 		}
+	}
+}
+
+// The Go client passes the key and reports the replay.
+func TestClientIssueKeyIdempotent(t *testing.T) {
+	env := kbtest.Start(t, sealed)
+	p := client.IssueParams{Vendor: "stripe", DailyUSDCap: "10", AllowedEndpoints: []string{"payment_intents.create"}, ExpiresIn: "1h", AgentRunLabel: "client-run"}
+	var replayed bool
+	first, err := env.Admin.IssueKey(t.Context(), p, client.IdempotencyKey("client-run/issue"), client.Replayed(&replayed))
+	if err != nil || replayed {
+		t.Fatalf("first: %v replayed=%v", err, replayed)
+	}
+	again, err := env.Admin.IssueKey(t.Context(), p, client.IdempotencyKey("client-run/issue"), client.Replayed(&replayed))
+	if err != nil || !replayed || again.ID != first.ID || again.VaultKey != first.VaultKey {
+		t.Fatalf("retry: %+v %v replayed=%v, want key %s", again, err, replayed, first.ID)
+	}
+	p.DailyUSDCap = "11"
+	_, err = env.Admin.IssueKey(t.Context(), p, client.IdempotencyKey("client-run/issue"))
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 409 || ce.Code != "idempotency_key_reused" {
+		t.Fatalf("another cap: %v", err)
 	}
 }
 

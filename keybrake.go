@@ -60,8 +60,11 @@ type Usage struct {
 	SpentToday    Micros `json:"spent_today_usd"`
 	Reserved      Micros `json:"reserved_usd"`
 	ReservedToday Micros `json:"-"`
-	Calls         int64  `json:"calls"`
-	DeniedCalls   int64  `json:"denied_calls"`
+	// Calls counts the allowed calls (forwarded or replayed), DeniedCalls
+	// the refused ones; the API shows their sum as calls and this as
+	// allowed_calls.
+	Calls       int64 `json:"allowed_calls"`
+	DeniedCalls int64 `json:"denied_calls"`
 }
 
 // Remaining is how much more the key may reserve now: the tighter of the

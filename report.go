@@ -76,9 +76,10 @@ type RunRow struct {
 	AgentRunLabel string    `json:"agent_run_label"`
 	AgentName     string    `json:"agent_name"`
 	Keys          int64     `json:"keys"`
-	Calls         int64     `json:"calls"`
+	Calls         int64     `json:"calls"` // allowed + denied
+	AllowedCalls  int64     `json:"allowed_calls"`
 	DeniedCalls   int64     `json:"denied_calls"`
-	UnknownCalls  int64     `json:"unknown_calls"`
+	UnknownCalls  int64     `json:"unknown_calls"` // allowed calls whose outcome is unknown
 	Spent         Micros    `json:"spent_usd"`
 	Cap           Micros    `json:"cap_usd"` // the sum of the run's keys' daily caps
 	FirstCall     time.Time `json:"first_call_at"`
@@ -119,11 +120,12 @@ type DailyFilter struct {
 
 // DailyRow is one UTC day and vendor.
 type DailyRow struct {
-	Day         string `json:"day"`
-	Vendor      string `json:"vendor"`
-	Calls       int64  `json:"calls"`
-	DeniedCalls int64  `json:"denied_calls"`
-	Spent       Micros `json:"spent_usd"`
+	Day          string `json:"day"`
+	Vendor       string `json:"vendor"`
+	Calls        int64  `json:"calls"` // allowed + denied
+	AllowedCalls int64  `json:"allowed_calls"`
+	DeniedCalls  int64  `json:"denied_calls"`
+	Spent        Micros `json:"spent_usd"`
 }
 
 // DailyReport is the daily rows plus, per vendor, the current month's

@@ -27,6 +27,9 @@ type Store interface {
 	RunSummary(ctx context.Context, label string) (*keybrake.RunSummary, error)
 
 	CreateToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string) (*keybrake.IssuerToken, error)
+	GetToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
+
+	issueStore
 	TokenByHash(ctx context.Context, secretHash string) (*keybrake.IssuerToken, error)
 	ListTokens(ctx context.Context) ([]*keybrake.IssuerToken, error)
 	RevokeToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
@@ -53,7 +56,9 @@ type Config struct {
 	Token string
 	// MaxExpiresIn caps expires_in (default 24h).
 	MaxExpiresIn time.Duration
-	Logger       *slog.Logger
+	// IdempotencyTTL is how long a retried issuance replays (default 24h).
+	IdempotencyTTL time.Duration
+	Logger         *slog.Logger
 
 	// Sealer keeps webhook secrets (sealed at rest when it has a key); nil
 	// stores them plain.
@@ -80,6 +85,9 @@ func New(cfg Config) (*API, error) {
 	}
 	if cfg.MaxExpiresIn <= 0 {
 		cfg.MaxExpiresIn = 24 * time.Hour
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = 24 * time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

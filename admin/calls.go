@@ -28,6 +28,12 @@ func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if f.Outcome != "" {
+		if _, e := keybrake.ParseOutcome(string(f.Outcome)); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
 	if format := q.Get("format"); format != "" && format != "json" {
 		a.exportCalls(w, r, f, format)
 		return

@@ -62,8 +62,11 @@ type KeyJSON struct {
 	SpentTodayUSD    *keybrake.Micros   `json:"spent_today_usd,omitempty"`
 	ReservedUSD      *keybrake.Micros   `json:"reserved_usd,omitempty"`
 	RemainingUSD     *keybrake.Micros   `json:"remaining_usd,omitempty"`
-	Calls            *int64             `json:"calls,omitempty"`
-	DeniedCalls      *int64             `json:"denied_calls,omitempty"`
+	// Calls counts every proxied request made with the key, allowed
+	// (forwarded or replayed) and denied alike, as the reports do.
+	Calls        *int64 `json:"calls,omitempty"`
+	AllowedCalls *int64 `json:"allowed_calls,omitempty"`
+	DeniedCalls  *int64 `json:"denied_calls,omitempty"`
 
 	AlertThresholds []int `json:"alert_thresholds"`
 	// AllowedOperations lists, for each allowed endpoint, the catalogue
@@ -95,7 +98,8 @@ func viewJSON(v *keybrake.KeyView) KeyJSON {
 		remaining = 0
 	}
 	out.SpentUSD, out.SpentTodayUSD, out.ReservedUSD, out.RemainingUSD = &u.Spent, &u.SpentToday, &u.Reserved, &remaining
-	out.Calls, out.DeniedCalls = &u.Calls, &u.DeniedCalls
+	total := u.Calls + u.DeniedCalls
+	out.Calls, out.AllowedCalls, out.DeniedCalls = &total, &u.Calls, &u.DeniedCalls
 	return out
 }
 
@@ -205,7 +209,7 @@ func (a *API) vendorList() string {
 }
 
 func money(field string, raw json.RawMessage, required bool) (keybrake.Micros, *keybrake.Error) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == `""` {
 		if required {
 			return 0, keybrake.FieldError(field, "%s is required: dollars as a number or decimal string, e.g. 50 or \"49.99\"", field)
 		}
@@ -288,9 +292,8 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 	}
 	secret := keybrake.NewVaultKey()
 	k.ID = keybrake.NewID("vk_")
-	created, err := a.cfg.Store.CreateKey(r.Context(), k, keybrake.HashSecret(secret), ttl)
-	if err != nil {
-		a.storeError(w, "key", err)
+	created, ok := a.storeKey(w, r, &req, k, secret, ttl)
+	if !ok {
 		return
 	}
 	out := keyJSON(created, keybrake.StatusActive)

@@ -105,10 +105,10 @@ func (a *API) reportRuns(w http.ResponseWriter, r *http.Request) {
 		Data: nonNil(rows), HasMore: next != "", NextCursor: next})
 }
 
-var runHeader = []string{"agent_run_label", "agent_name", "keys", "calls", "denied_calls", "unknown_calls", "spent_usd", "cap_usd", "first_call_at", "last_call_at"}
+var runHeader = []string{"agent_run_label", "agent_name", "keys", "calls", "allowed_calls", "denied_calls", "unknown_calls", "spent_usd", "cap_usd", "first_call_at", "last_call_at"}
 
 func runRecord(r *keybrake.RunRow) []string {
-	return []string{r.AgentRunLabel, r.AgentName, itoa(r.Keys), itoa(r.Calls), itoa(r.DeniedCalls), itoa(r.UnknownCalls),
+	return []string{r.AgentRunLabel, r.AgentName, itoa(r.Keys), itoa(r.Calls), itoa(r.AllowedCalls), itoa(r.DeniedCalls), itoa(r.UnknownCalls),
 		r.Spent.String(), r.Cap.String(), stamp(r.FirstCall), stamp(r.LastCall)}
 }
 
@@ -176,15 +176,20 @@ func (a *API) reportDaily(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rep, err := a.cfg.Store.ReportDaily(r.Context(), keybrake.DailyFilter{Window: rq.window, Vendor: r.URL.Query().Get("vendor")})
+	vendor := r.URL.Query().Get("vendor")
+	if _, ok := a.vendors[vendor]; vendor != "" && !ok {
+		writeError(w, keybrake.FieldError("vendor", "unknown vendor %q; this Keybrake serves %s", vendor, a.vendorList()))
+		return
+	}
+	rep, err := a.cfg.Store.ReportDaily(r.Context(), keybrake.DailyFilter{Window: rq.window, Vendor: vendor})
 	if err != nil {
 		a.storeError(w, "daily report", err)
 		return
 	}
 	if rq.csv {
-		writeCSV(w, "daily", []string{"day", "vendor", "calls", "denied_calls", "spent_usd"}, len(rep.Rows), func(i int) []string {
+		writeCSV(w, "daily", []string{"day", "vendor", "calls", "allowed_calls", "denied_calls", "spent_usd"}, len(rep.Rows), func(i int) []string {
 			x := rep.Rows[i]
-			return []string{x.Day, x.Vendor, itoa(x.Calls), itoa(x.DeniedCalls), x.Spent.String()}
+			return []string{x.Day, x.Vendor, itoa(x.Calls), itoa(x.AllowedCalls), itoa(x.DeniedCalls), x.Spent.String()}
 		})
 		return
 	}

@@ -98,9 +98,8 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	secret := keybrake.NewIssuerToken()
 	t.ID = keybrake.NewID("tok_")
-	created, err := a.cfg.Store.CreateToken(r.Context(), t, keybrake.HashSecret(secret))
-	if err != nil {
-		a.storeError(w, "token", err)
+	created, ok := a.storeToken(w, r, &req, t, secret)
+	if !ok {
 		return
 	}
 	out := tokenJSON(created)

@@ -97,10 +97,11 @@ type IssueParams struct {
 }
 
 // IssueKey creates a vault key. The secret is in the answer's VaultKey and
-// is never shown again.
-func (c *Client) IssueKey(ctx context.Context, p IssueParams) (*Key, error) {
+// is never shown again — except to a retry with the same IdempotencyKey
+// option, which gets the same answer instead of a second key.
+func (c *Client) IssueKey(ctx context.Context, p IssueParams, opts ...Option) (*Key, error) {
 	var k Key
-	return &k, c.do(ctx, http.MethodPost, "/vault/keys", nil, p, &k)
+	return &k, c.do(ctx, http.MethodPost, "/vault/keys", nil, p, &k, opts...)
 }
 
 // GetKey returns a key's policy, status and usage.
@@ -177,7 +178,11 @@ func set(q url.Values, k, v string) {
 	}
 }
 
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -199,11 +204,17 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if o.idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", o.idempotencyKey)
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return &Error{Message: fmt.Sprintf("cannot reach Keybrake at %s: %v", c.base, err)}
 	}
 	defer resp.Body.Close()
+	if o.replayed != nil {
+		*o.replayed = resp.Header.Get("Keybrake-Idempotent-Replayed") == "true"
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 	if err != nil {
 		return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("reading the answer: %v", err)}
@@ -253,9 +264,9 @@ type TokenParams struct {
 
 // CreateToken creates an issuer token (admin token only). The secret is in
 // the answer's Token and is never shown again.
-func (c *Client) CreateToken(ctx context.Context, p TokenParams) (*Token, error) {
+func (c *Client) CreateToken(ctx context.Context, p TokenParams, opts ...Option) (*Token, error) {
 	var t Token
-	return &t, c.do(ctx, http.MethodPost, "/vault/tokens", nil, p, &t)
+	return &t, c.do(ctx, http.MethodPost, "/vault/tokens", nil, p, &t, opts...)
 }
 
 // ListTokens lists issuer tokens (admin token only).
@@ -269,4 +280,29 @@ func (c *Client) ListTokens(ctx context.Context) (*Page[Token], error) {
 func (c *Client) RevokeToken(ctx context.Context, tokenID string) (*Token, error) {
 	var t Token
 	return &t, c.do(ctx, http.MethodDelete, "/vault/tokens/"+url.PathEscape(tokenID), nil, nil, &t)
+}
+
+// Option adjusts one request: IdempotencyKey, Replayed.
+type Option func(*options)
+
+type options struct {
+	idempotencyKey string
+	replayed       *bool
+}
+
+// IdempotencyKey sends key as the request's Idempotency-Key (IssueKey,
+// CreateToken). A retry with the same key and the same parameters, within
+// 24 hours, gets the first answer back — the same key_id and secret —
+// instead of creating a second key; the same key with other parameters is
+// refused (idempotency_key_reused). Derive it from what identifies the
+// step: a Step Functions execution and state, an SQS message id, a
+// Temporal workflow and activity.
+func IdempotencyKey(key string) Option {
+	return func(o *options) { o.idempotencyKey = key }
+}
+
+// Replayed reports in *b whether the answer was replayed for a retried
+// Idempotency-Key rather than made now.
+func Replayed(b *bool) Option {
+	return func(o *options) { o.replayed = b }
 }

@@ -71,8 +71,8 @@ func TestCapIsExactUnderConcurrency(t *testing.T) {
 		t.Fatalf("the vendor received %d requests, want exactly 500", got)
 	}
 	v := getKey(t, env, k.ID)
-	if v.SpentUSD.String() != "500.00" || v.ReservedUSD.String() != "0.00" || *v.Calls != 500 || *v.DeniedCalls != 2500 {
-		t.Fatalf("key: spent %s reserved %s calls %d denied %d", v.SpentUSD, v.ReservedUSD, *v.Calls, *v.DeniedCalls)
+	if v.SpentUSD.String() != "500.00" || v.ReservedUSD.String() != "0.00" || *v.Calls != 3000 || *v.AllowedCalls != 500 || *v.DeniedCalls != 2500 {
+		t.Fatalf("key: spent %s reserved %s calls %d allowed %d denied %d", v.SpentUSD, v.ReservedUSD, *v.Calls, *v.AllowedCalls, *v.DeniedCalls)
 	}
 }
 

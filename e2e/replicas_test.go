@@ -240,9 +240,9 @@ func TestReplicasShareOneExactCap(t *testing.T) {
 	for i := range rs.procs {
 		v := rs.key(t, i, k.ID)
 		if v.SpentUSD == nil || v.SpentUSD.String() != "500.00" || v.ReservedUSD == nil || *v.ReservedUSD != 0 ||
-			v.Calls == nil || *v.Calls != capUSD || v.DeniedCalls == nil || *v.DeniedCalls != calls-capUSD {
-			t.Errorf("replica %d shows spent %v reserved %v calls %v denied %v; want 500.00, 0, %d, %d",
-				i+1, v.SpentUSD, v.ReservedUSD, v.Calls, v.DeniedCalls, capUSD, calls-capUSD)
+			v.Calls == nil || *v.Calls != calls || v.AllowedCalls == nil || *v.AllowedCalls != capUSD || v.DeniedCalls == nil || *v.DeniedCalls != calls-capUSD {
+			t.Errorf("replica %d shows spent %v reserved %v calls %v allowed %v denied %v; want 500.00, 0, %d, %d, %d",
+				i+1, v.SpentUSD, v.ReservedUSD, v.Calls, v.AllowedCalls, v.DeniedCalls, calls, capUSD, calls-capUSD)
 		}
 	}
 	for i := range rs.procs { // and the next call, anywhere, is refused

@@ -100,7 +100,7 @@ func TestSpendReportsOverHTTP(t *testing.T) {
 	status, ct, body := adminGet(t, env, "/vault/reports/runs?format=csv", kbtest.AdminToken)
 	recs, err := csv.NewReader(strings.NewReader(string(body))).ReadAll()
 	if status != 200 || !strings.HasPrefix(ct, "text/csv") || err != nil || len(recs) != 8 ||
-		strings.Join(recs[0], ",") != "agent_run_label,agent_name,keys,calls,denied_calls,unknown_calls,spent_usd,cap_usd,first_call_at,last_call_at" {
+		strings.Join(recs[0], ",") != "agent_run_label,agent_name,keys,calls,allowed_calls,denied_calls,unknown_calls,spent_usd,cap_usd,first_call_at,last_call_at" {
 		t.Fatalf("runs CSV: %d %s %v\n%s", status, ct, err, body)
 	}
 
@@ -158,7 +158,7 @@ func TestSpendReportsOverHTTP(t *testing.T) {
 		t.Fatalf("min_usd 2.50: %+v", anomalies)
 	}
 	_, _, body = adminGet(t, env, "/vault/reports/anomalies?format=csv", kbtest.AdminToken)
-	if recs, err := csv.NewReader(strings.NewReader(string(body))).ReadAll(); err != nil || len(recs) != 2 || recs[0][10] != "baseline_usd" || recs[1][11] != "36.36" {
+	if recs, err := csv.NewReader(strings.NewReader(string(body))).ReadAll(); err != nil || len(recs) != 2 || recs[0][11] != "baseline_usd" || recs[1][12] != "36.36" {
 		t.Fatalf("anomalies CSV: %v\n%s", err, body)
 	}
 

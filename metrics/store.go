@@ -45,6 +45,11 @@ func (t *timedStore) CreateKey(ctx context.Context, k *keybrake.Key, h string, t
 	return t.Store.CreateKey(ctx, k, h, ttl)
 }
 
+func (t *timedStore) CreateKeyOnce(ctx context.Context, k *keybrake.Key, h string, ttl time.Duration, c keybrake.IssueClaim) (*keybrake.Key, *keybrake.IssueRecord, error) {
+	defer t.time("create_key", time.Now())
+	return t.Store.CreateKeyOnce(ctx, k, h, ttl, c)
+}
+
 func (t *timedStore) GetKey(ctx context.Context, id string) (*keybrake.KeyView, error) {
 	defer t.time("get_key", time.Now())
 	return t.Store.GetKey(ctx, id)

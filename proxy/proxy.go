@@ -63,6 +63,9 @@ type Config struct {
 	Instance string
 	// Observer, when set, is told how each request ended (metrics).
 	Observer Observer
+	// Sandboxed names the vendors answered by local sandboxes (serve
+	// --sandbox): their answers carry Keybrake-Sandbox: true.
+	Sandboxed []string
 }
 
 // Proxy is the vendor-facing handler.

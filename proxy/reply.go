@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,8 +45,11 @@ func (p *Proxy) writeError(w http.ResponseWriter, c *call, reply *keybrake.Error
 }
 
 // setKeybrakeHeaders adds the key id, the call id and the key's spend and
-// headroom after this call.
+// headroom after this call, and marks the answers of sandboxed vendors.
 func (p *Proxy) setKeybrakeHeaders(h http.Header, c *call) {
+	if c.vendor != nil && slices.Contains(p.cfg.Sandboxed, c.vendor.Name()) {
+		h.Set("Keybrake-Sandbox", "true") // a local stand-in answered, not the vendor
+	}
 	if c.decision.CallID != 0 {
 		h.Set("Keybrake-Call-Id", strconv.FormatInt(c.decision.CallID, 10))
 	}

@@ -53,7 +53,7 @@ func (s *Server) setupObserve() error {
 	s.metrics = metrics.New(metrics.Options{Vendors: names, Gauges: s.store})
 	s.store = metrics.InstrumentStore(s.store, s.metrics)
 	if !sealer.Sealed() {
-		s.log.Warn("webhook signing secrets are stored unencrypted; set KEYBRAKE_SECRETS_KEY (openssl rand -hex 32) to seal them at rest")
+		s.log.Warn("no KEYBRAKE_SECRETS_KEY: webhook signing secrets are stored unencrypted, and a retried key issuance (same Idempotency-Key) is refused as idempotency_replay_unavailable instead of replayed; set it (openssl rand -hex 32) to seal both")
 	}
 	return nil
 }

@@ -71,6 +71,15 @@ type Config struct {
 	Observe ObserveConfig
 	// UI configures the dashboard at /ui/.
 	UI UIConfig
+
+	// ShutdownTimeout is how long `keybrake serve` waits on SIGTERM for
+	// in-flight calls to settle (the caller passes it to Shutdown).
+	ShutdownTimeout time.Duration
+
+	// Sandbox answers every vendor without a credential from a built-in
+	// local sandbox (sandbox.go): the quick start with no vendor account.
+	// Never the default.
+	Sandbox bool
 }
 
 // Server is a running Keybrake.
@@ -88,47 +97,62 @@ type Server struct {
 	sealer  *webhooks.Sealer
 
 	releaseInstance func() error
+	sandboxes       *sandboxes
 
-	servers []*http.Server
-	addrs   []string
-	stopBG  context.CancelFunc
-	bg      sync.WaitGroup
+	listeners []net.Listener // bound by New, served by Start
+	servers   []*http.Server
+	addrs     []string
+	stopBG    context.CancelFunc
+	bg        sync.WaitGroup
 }
 
-// New opens the store (creating and migrating it), recovers calls a crash
-// left pending, and builds the handlers. It does not listen yet.
+// New checks the configuration, binds the listeners, opens the store
+// (creating and migrating it), recovers calls a crash left pending, and
+// builds the handlers; it does not serve yet. Everything that can be
+// checked is checked before the store is opened, and the listeners are
+// bound before it too, so a start that fails (a port in use, a bad base
+// URL) leaves no database file behind.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.AdminToken == "" {
-		return nil, errors.New("no admin token: set KEYBRAKE_ADMIN_TOKEN (for example: export KEYBRAKE_ADMIN_TOKEN=$(openssl rand -hex 32))")
-	}
-	if len(cfg.AdminToken) < 16 {
-		return nil, errors.New("KEYBRAKE_ADMIN_TOKEN is shorter than 16 characters; use a long random value such as $(openssl rand -hex 32)")
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if cfg.MaxExpiresIn <= 0 {
-		cfg.MaxExpiresIn = 24 * time.Hour
+	var sb *sandboxes
+	built := false
+	defer func() {
+		if !built {
+			sb.close(context.Background()) //nolint:errcheck // already failing
+		}
+	}()
+	if cfg.Sandbox {
+		var err error
+		if sb, err = startSandboxes(&cfg.Vendors, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("--sandbox: %w", err)
+		}
 	}
-	if cfg.UpstreamTimeout <= 0 {
-		cfg.UpstreamTimeout = 60 * time.Second
+	vendors, err := buildVendors(cfg.Vendors)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.IdempotencyTTL <= 0 {
-		cfg.IdempotencyTTL = 24 * time.Hour
-	}
-	if cfg.DB == "" {
-		cfg.DB = "keybrake.db"
+	listeners, err := listen(cfg)
+	if err != nil {
+		return nil, err
 	}
 
 	st, err := openStore(ctx, cfg)
 	if err != nil {
+		closeListeners(listeners)
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance, listeners: listeners, sandboxes: sb}
 	fail := func(err error) (*Server, error) {
 		if s.releaseInstance != nil {
 			s.releaseInstance() //nolint:errcheck // already failing
 		}
+		closeListeners(listeners)
 		st.Close()
 		return nil, err
 	}
@@ -163,10 +187,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 
-	vendors, err := buildVendors(cfg.Vendors)
-	if err != nil {
-		return fail(err)
-	}
 	s.vendors = vendors
 	if err := s.setupObserve(); err != nil {
 		return fail(err)
@@ -177,6 +197,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
 		Observer:        s.metrics,
 		DecisionTimeout: cfg.DecisionTimeout,
+		Sandboxed:       s.SandboxVendors(),
 	})
 	if err != nil {
 		return fail(err)
@@ -186,13 +207,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		infos[i] = v
 	}
 	s.admin, err = admin.New(admin.Config{Store: s.store, Vendors: infos, Token: cfg.AdminToken, MaxExpiresIn: cfg.MaxExpiresIn, Logger: cfg.Logger,
-		Sealer: s.sealer, WebhookDenyPrivate: cfg.Observe.WebhookDenyPrivate})
+		IdempotencyTTL: cfg.IdempotencyTTL,
+		Sealer:         s.sealer, WebhookDenyPrivate: cfg.Observe.WebhookDenyPrivate})
 	if err != nil {
 		return fail(err)
 	}
 	if err := s.setupUI(); err != nil {
 		return fail(err)
 	}
+	if sb != nil {
+		s.log.Warn("SANDBOX MODE: these vendors are answered by Keybrake's built-in local sandboxes, not the real APIs; nothing real is sent or charged",
+			"sandbox_vendors", strings.Join(sb.vendors, ","))
+	}
+	built = true
 	return s, nil
 }
 
@@ -253,12 +280,15 @@ func (s *Server) AdminHandler() http.Handler {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	body := map[string]string{"status": "ok"}
+	body := map[string]any{"status": "ok"}
 	status := http.StatusOK
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.Error("health check: store unavailable", "err", err.Error())
-		body = map[string]string{"status": "unavailable", "code": string(keybrake.CodeStoreUnavailable), "message": "the store does not answer"}
+		body = map[string]any{"status": "unavailable", "code": string(keybrake.CodeStoreUnavailable), "message": "the store does not answer"}
 		status = http.StatusServiceUnavailable
+	}
+	if s.sandboxes != nil {
+		body["sandbox"], body["sandbox_vendors"] = true, s.sandboxes.vendors
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -266,28 +296,19 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(body) //nolint:errcheck // the client may have gone
 }
 
-// Start listens on the configured addresses (":0" picks a free port) and
+// Start serves on the listeners New bound (":0" picked a free port) and
 // starts the background sweeps.
 func (s *Server) Start() error {
-	type listener struct {
-		addr string
-		h    http.Handler
-	}
-	ls := []listener{{s.cfg.Addr, s.Handler()}}
+	handlers := []http.Handler{s.Handler()}
 	if s.cfg.AdminAddr != "" {
-		ls = append(ls, listener{s.cfg.AdminAddr, s.AdminHandler()})
+		handlers = append(handlers, s.AdminHandler())
 	}
 	if s.cfg.Observe.MetricsAddr != "" {
-		ls = append(ls, listener{s.cfg.Observe.MetricsAddr, s.MetricsHandler()})
+		handlers = append(handlers, s.MetricsHandler())
 	}
-	for _, l := range ls {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			s.Shutdown(context.Background()) //nolint:errcheck // already failing
-			return fmt.Errorf("listen on %s: %w", l.addr, err)
-		}
+	for i, ln := range s.listeners {
 		srv := &http.Server{
-			Handler:           l.h,
+			Handler:           handlers[i],
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       60 * time.Second,
 			IdleTimeout:       120 * time.Second,
@@ -354,6 +375,9 @@ func (s *Server) sweep(ctx context.Context) {
 			if _, err := s.store.SweepIdempotency(ctx); err != nil {
 				s.log.Error("idempotency sweep failed", "err", err.Error())
 			}
+			if _, err := s.store.SweepIssueClaims(ctx); err != nil {
+				s.log.Error("issuance idempotency sweep failed", "err", err.Error())
+			}
 		}
 	}
 }
@@ -362,6 +386,7 @@ func (s *Server) sweep(ctx context.Context) {
 // the sweeps and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	errs := []error{s.drain(ctx)}
+	closeListeners(s.listeners) // those Start never served
 	if s.stopBG != nil {
 		s.stopBG()
 		s.bg.Wait()
@@ -369,6 +394,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.releaseInstance != nil {
 		errs = append(errs, s.releaseInstance())
 	}
-	errs = append(errs, s.store.Close())
+	errs = append(errs, s.sandboxes.close(ctx), s.store.Close())
 	return errors.Join(errs...)
 }

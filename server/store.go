@@ -2,17 +2,12 @@ package server
 
 import (
 	"context"
-	"strings"
 
 	"github.com/keybrake/keybrake/store"
-	"github.com/keybrake/keybrake/store/postgres"
-	"github.com/keybrake/keybrake/store/sqlite"
 )
 
 // isPostgres reports whether a --db value names a PostgreSQL database.
-func isPostgres(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
-}
+func isPostgres(dsn string) bool { return store.IsPostgres(dsn) }
 
 // openStore opens the store a --db value names: a postgres:// URL for the
 // shared PostgreSQL store, anything else as a SQLite file path.
@@ -26,8 +21,5 @@ func isPostgres(dsn string) bool {
 // --upstream-timeout); a settlement that arrives after the sweep still
 // corrects the spend.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
-	if isPostgres(cfg.DB) {
-		return postgres.Open(ctx, cfg.DB, postgres.Options{Logger: cfg.Logger})
-	}
-	return sqlite.Open(ctx, cfg.DB, sqlite.Options{Clock: cfg.Clock})
+	return store.Open(ctx, cfg.DB, store.Options{Logger: cfg.Logger, Clock: cfg.Clock})
 }

@@ -24,6 +24,14 @@ type Store interface {
 	ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake.KeyView, string, error)
 	RevokeKey(ctx context.Context, id string) (*keybrake.Key, error)
 
+	// CreateKeyOnce and CreateTokenOnce create under an Idempotency-Key,
+	// in the transaction that creates: when the caller already used the key
+	// within its window they create nothing and return the earlier record.
+	CreateKeyOnce(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration, c keybrake.IssueClaim) (*keybrake.Key, *keybrake.IssueRecord, error)
+	CreateTokenOnce(ctx context.Context, t *keybrake.IssuerToken, secretHash string, c keybrake.IssueClaim) (*keybrake.IssuerToken, *keybrake.IssueRecord, error)
+	GetToken(ctx context.Context, id string) (*keybrake.IssuerToken, error)
+	SweepIssueClaims(ctx context.Context) (int64, error)
+
 	Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error)
 	Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error)
 	RecoverPending(ctx context.Context, instance string, olderThan time.Duration) (int, error)

@@ -28,11 +28,9 @@ func callsCmd(g *globals) *cobra.Command {
 			if export.format() != "" {
 				return exportCalls(cmd.Context(), g, p, export.format())
 			}
-			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Call, error) {
-				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Call], error) {
-					p.Cursor = cursor
-					return c.ListCalls(ctx, p)
-				})
+			return list(cmd.Context(), g, all, "calls", func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Call], error) {
+				p.Cursor = cursor
+				return c.ListCalls(ctx, p)
 			}, func(w *tabwriter.Writer, calls []client.Call) {
 				fmt.Fprintln(w, "ID\tTIME\tKEY_ID\tMETHOD\tPATH\tOPERATION\tOUTCOME\tSTATUS\tEST\tACTUAL\tOBJECT\tITEM")
 				for _, c := range calls {
@@ -51,6 +49,8 @@ func callsCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.Since, "since", "", "only calls at or after this time, RFC 3339 or YYYY-MM-DD")
 	fl.StringVar(&p.Until, "until", "", "only calls before this time; a day includes the whole day")
 	export.add(cmd)
+	setsField(fl, "key", "key_id")
+	setsField(fl, "label", "agent_run_label")
 	return cmd
 }
 
@@ -73,7 +73,7 @@ func reportCmd(g *globals) *cobra.Command {
 func printRunSummary(w *tabwriter.Writer, s *keybrake.RunSummary) {
 	fmt.Fprintf(w, "run\t%s\n", s.AgentRunLabel)
 	fmt.Fprintf(w, "spent\t$%s (reserved $%s)\n", s.Spent, s.Reserved)
-	fmt.Fprintf(w, "calls\t%d allowed, %d denied, %d unknown outcome\n", s.Allowed, s.Denied, s.Unknown)
+	fmt.Fprintf(w, "calls\t%d (%d allowed, %d denied; %d of the allowed with an unknown outcome)\n", s.Calls, s.Allowed, s.Denied, s.Unknown)
 	if s.FirstCall != nil {
 		fmt.Fprintf(w, "first / last call\t%s / %s\n", s.FirstCall.Format(time.RFC3339), s.LastCall.Format(time.RFC3339))
 	}

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
+	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/internal/demo"
 )
+
+// maxDemoCharges bounds the fan-out: each charge is a goroutine and a
+// connection on this machine.
+const maxDemoCharges = 10000
 
 func demoCmd(g *globals) *cobra.Command {
 	var o demo.Options
@@ -24,6 +31,12 @@ time), then leaves the server running with the web dashboard, and prints
 its URL and the admin token to sign in with. Ctrl-C stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Charges < 1 || o.Charges > maxDemoCharges {
+				return fmt.Errorf("--charges %d: want a number of concurrent charges from 1 to %d", o.Charges, maxDemoCharges)
+			}
+			if c, err := keybrake.ParseUSD(o.CapUSD); err != nil || c <= 0 {
+				return fmt.Errorf("--cap %q: want a daily cap in dollars greater than 0, such as 50 or 12.50", o.CapUSD)
+			}
 			o.Stdout, o.Stderr, o.JSON = g.stdout, g.stderr, g.json
 			return demo.Run(cmd.Context(), o)
 		},

@@ -28,14 +28,15 @@ type observeFlags struct {
 
 func addObserveFlags(fl *pflag.FlagSet, f *serveFlags) {
 	o := &f.observe
-	fl.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("KEYBRAKE_METRICS_ADDR"), "serve /metrics unauthenticated on this address instead of behind the admin token (env KEYBRAKE_METRICS_ADDR)")
-	fl.DurationVar(&o.webhookPoll, "webhook-poll-interval", f.envDuration("KEYBRAKE_WEBHOOK_POLL_INTERVAL", time.Second), "how often due webhook deliveries are looked for (env KEYBRAKE_WEBHOOK_POLL_INTERVAL)")
-	fl.DurationVar(&o.webhookTimeout, "webhook-timeout", f.envDuration("KEYBRAKE_WEBHOOK_TIMEOUT", 10*time.Second), "time limit of one webhook delivery (env KEYBRAKE_WEBHOOK_TIMEOUT)")
-	fl.DurationVar(&o.webhookMinBackoff, "webhook-min-backoff", f.envDuration("KEYBRAKE_WEBHOOK_MIN_BACKOFF", 10*time.Second), "wait before the first retry of a failed delivery; it doubles after each failure (env KEYBRAKE_WEBHOOK_MIN_BACKOFF)")
-	fl.DurationVar(&o.webhookMaxBackoff, "webhook-max-backoff", f.envDuration("KEYBRAKE_WEBHOOK_MAX_BACKOFF", time.Hour), "longest wait between retries; retries go on for 24h (env KEYBRAKE_WEBHOOK_MAX_BACKOFF)")
+	d := server.DefaultConfig().Observe
+	fl.StringVar(&o.metricsAddr, "metrics-addr", os.Getenv("KEYBRAKE_METRICS_ADDR"), "serve /metrics unauthenticated on this `HOST:PORT` instead of behind the admin token (env KEYBRAKE_METRICS_ADDR)")
+	f.durationFlag(fl, &o.webhookPoll, "webhook-poll-interval", "KEYBRAKE_WEBHOOK_POLL_INTERVAL", d.WebhookPoll, "how often due webhook deliveries are looked for")
+	f.durationFlag(fl, &o.webhookTimeout, "webhook-timeout", "KEYBRAKE_WEBHOOK_TIMEOUT", d.WebhookTimeout, "time limit of one webhook delivery")
+	f.durationFlag(fl, &o.webhookMinBackoff, "webhook-min-backoff", "KEYBRAKE_WEBHOOK_MIN_BACKOFF", d.WebhookMinBackoff, "wait before the first retry of a failed delivery; it doubles after each failure")
+	f.durationFlag(fl, &o.webhookMaxBackoff, "webhook-max-backoff", "KEYBRAKE_WEBHOOK_MAX_BACKOFF", d.WebhookMaxBackoff, "longest wait between retries; retries go on for 24h")
 	fl.BoolVar(&o.webhookDenyPrivate, "webhook-deny-private", os.Getenv("KEYBRAKE_WEBHOOK_DENY_PRIVATE") == "true", "refuse webhook receivers on loopback, private and link-local addresses (env KEYBRAKE_WEBHOOK_DENY_PRIVATE=true)")
-	fl.DurationVar(&o.anomalyInterval, "anomaly-interval", f.envDuration("KEYBRAKE_ANOMALY_INTERVAL", time.Minute), "how often runs are checked for run.spend_anomaly; 0 turns it off (env KEYBRAKE_ANOMALY_INTERVAL)")
-	fl.StringVar(&o.anomalyFactor, "anomaly-factor", envOr("KEYBRAKE_ANOMALY_FACTOR", "3"), "a run is anomalous above this many times its agent's median run (env KEYBRAKE_ANOMALY_FACTOR)")
+	f.durationFlag(fl, &o.anomalyInterval, "anomaly-interval", "KEYBRAKE_ANOMALY_INTERVAL", d.AnomalyInterval, "how often runs are checked for run.spend_anomaly; 0 turns it off")
+	fl.StringVar(&o.anomalyFactor, "anomaly-factor", envOr("KEYBRAKE_ANOMALY_FACTOR", d.AnomalyFactor.String()), "a run is anomalous above this many times its agent's median run (env KEYBRAKE_ANOMALY_FACTOR)")
 	fl.StringVar(&o.anomalyMinUSD, "anomaly-min-usd", os.Getenv("KEYBRAKE_ANOMALY_MIN_USD"), "a run is also anomalous above this many dollars (env KEYBRAKE_ANOMALY_MIN_USD)")
 }
 

@@ -50,7 +50,7 @@ func TestReportCommands(t *testing.T) {
 		t.Fatalf("report runs --json --all: %d %s", code, out)
 	}
 	code, out, _ = cli(t, "report", "runs", "--csv", "--label-prefix", "acme:billing:1")
-	if recs, err := csv.NewReader(strings.NewReader(out)).ReadAll(); code != 0 || err != nil || len(recs) != 2 || recs[1][6] != "3.00" {
+	if recs, err := csv.NewReader(strings.NewReader(out)).ReadAll(); code != 0 || err != nil || len(recs) != 2 || recs[1][7] != "3.00" {
 		t.Fatalf("report runs --csv: %d %v\n%s", code, err, out)
 	}
 	code, out, _ = cli(t, "report", "agents")

@@ -64,6 +64,9 @@ func reportRunsCmd(g *globals) *cobra.Command {
   keybrake report runs --csv > runs.csv`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var more bool
+			shown := 0
+			defer func() { g.hintMore(more, "runs", shown) }()
 			return reportOrCSV(cmd, g, &f, "runs", func(ctx context.Context, c *client.Client, p client.ReportParams) ([]keybrake.RunRow, error) {
 				var out []keybrake.RunRow
 				for {
@@ -73,15 +76,16 @@ func reportRunsCmd(g *globals) *cobra.Command {
 					}
 					out = append(out, page.Data...)
 					if !all || !page.HasMore {
+						more, shown = page.HasMore, len(out)
 						return out, nil
 					}
 					p.Cursor = page.NextCursor
 				}
 			}, func(w *tabwriter.Writer, rows []keybrake.RunRow) {
-				fmt.Fprintln(w, "RUN\tAGENT\tKEYS\tCALLS\tDENIED\tUNKNOWN\tSPENT\tCAP/DAY\tLAST CALL")
+				fmt.Fprintln(w, "RUN\tAGENT\tKEYS\tCALLS\tALLOWED\tDENIED\tUNKNOWN\tSPENT\tCAP/DAY\tLAST CALL")
 				for _, r := range rows {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t$%s\t$%s\t%s\n", r.AgentRunLabel, r.AgentName, r.Keys, r.Calls,
-						r.DeniedCalls, r.UnknownCalls, r.Spent, r.Cap, r.LastCall.Format(time.RFC3339))
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t$%s\t$%s\t%s\n", r.AgentRunLabel, r.AgentName, r.Keys, r.Calls,
+						r.AllowedCalls, r.DeniedCalls, r.UnknownCalls, r.Spent, r.Cap, r.LastCall.Format(time.RFC3339))
 				}
 			})
 		},
@@ -141,9 +145,9 @@ func reportDailyCmd(g *globals) *cobra.Command {
 			return reportOrCSV(cmd, g, &f, "daily", func(ctx context.Context, c *client.Client, p client.ReportParams) (*client.DailyReport, error) {
 				return c.ReportDaily(ctx, p)
 			}, func(w *tabwriter.Writer, r *client.DailyReport) {
-				fmt.Fprintln(w, "DAY\tVENDOR\tCALLS\tDENIED\tSPENT")
+				fmt.Fprintln(w, "DAY\tVENDOR\tCALLS\tALLOWED\tDENIED\tSPENT")
 				for _, row := range r.Rows {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t$%s\n", row.Day, row.Vendor, row.Calls, row.DeniedCalls, row.Spent)
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t$%s\n", row.Day, row.Vendor, row.Calls, row.AllowedCalls, row.DeniedCalls, row.Spent)
 				}
 				vendors := make([]string, 0, len(r.ProjectedMonth))
 				for v := range r.ProjectedMonth {
@@ -151,7 +155,7 @@ func reportDailyCmd(g *globals) *cobra.Command {
 				}
 				sort.Strings(vendors)
 				for _, v := range vendors {
-					fmt.Fprintf(w, "projected %s\t%s\t\t\t$%s\n", r.Month, v, r.ProjectedMonth[v])
+					fmt.Fprintf(w, "projected %s\t%s\t\t\t\t$%s\n", r.Month, v, r.ProjectedMonth[v])
 				}
 			})
 		},

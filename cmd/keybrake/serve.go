@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/server"
 )
 
@@ -30,6 +30,7 @@ type serveFlags struct {
 	reconcileInterval   time.Duration
 	vendors             vendorFlags
 	logLevel            string
+	sandbox             bool
 	envErrs             []error // malformed environment values
 	observe             observeFlags
 	ui                  server.UIConfig
@@ -58,6 +59,11 @@ Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 The web dashboard is at /ui/ on the admin listener: sign in with the admin
 token. --no-ui turns it off.
 
+--sandbox is the quick start without a vendor account: every vendor with no
+credential in the environment is answered by a built-in local sandbox, with
+credentials Keybrake makes up; /healthz says "sandbox": true and every answer
+of a sandboxed vendor carries Keybrake-Sandbox: true.
+
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).
 SIGTERM or SIGINT stops accepting, lets in-flight calls finish and settle,
@@ -67,21 +73,23 @@ and exits 0.`,
 			return runServe(cmd.Context(), g, &f)
 		},
 	}
+	d := server.DefaultConfig()
 	fl := cmd.Flags()
-	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", "127.0.0.1:8080"), "proxy listen address (env KEYBRAKE_ADDR)")
-	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API (env KEYBRAKE_ADMIN_ADDR)")
+	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", d.Addr), "proxy listen address, `HOST:PORT` (env KEYBRAKE_ADDR)")
+	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API, `HOST:PORT` (env KEYBRAKE_ADMIN_ADDR)")
 	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls (env KEYBRAKE_INSTANCE_ID)")
-	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", "./keybrake.db"), "SQLite file path, or a postgres:// URL (env KEYBRAKE_DB)")
-	fl.DurationVar(&f.maxExpiresIn, "max-expires-in", f.envDuration("KEYBRAKE_MAX_EXPIRES_IN", 24*time.Hour), "longest expires_in a key may ask for (env KEYBRAKE_MAX_EXPIRES_IN)")
-	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", f.envDuration("KEYBRAKE_UPSTREAM_TIMEOUT", 60*time.Second), "time limit of one vendor call; past it the outcome is unknown (env KEYBRAKE_UPSTREAM_TIMEOUT)")
-	fl.DurationVar(&f.decisionTimeout, "decision-timeout", f.envDuration("KEYBRAKE_DECISION_TIMEOUT", proxy.DefaultDecisionTimeout), "time limit of the store's decision on one call; past it 503 store_unavailable, nothing forwarded (env KEYBRAKE_DECISION_TIMEOUT)")
-	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", f.envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
-	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", f.envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
-	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
+	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", d.DB), "SQLite file `PATH`, or a postgres:// URL (env KEYBRAKE_DB)")
+	f.durationFlag(fl, &f.maxExpiresIn, "max-expires-in", "KEYBRAKE_MAX_EXPIRES_IN", d.MaxExpiresIn, "longest expires_in a key may ask for")
+	f.durationFlag(fl, &f.upstreamTimeout, "upstream-timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", d.UpstreamTimeout, "time limit of one vendor call; past it the outcome is unknown")
+	f.durationFlag(fl, &f.decisionTimeout, "decision-timeout", "KEYBRAKE_DECISION_TIMEOUT", d.DecisionTimeout, "time limit of the store's decision on one call; past it 503 store_unavailable, nothing forwarded")
+	f.durationFlag(fl, &f.idempotencyTTL, "idempotency-ttl", "KEYBRAKE_IDEMPOTENCY_TTL", d.IdempotencyTTL, "how long answers are kept for Idempotency-Key replays")
+	f.durationFlag(fl, &f.reconcileInterval, "reconcile-interval", "KEYBRAKE_RECONCILE_INTERVAL", d.ReconcileInterval, "if set, reprice Twilio messages from their final price this often (off by default)")
+	f.durationFlag(fl, &f.shutdownTimeout, "shutdown-timeout", "KEYBRAKE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
 	addUIFlags(fl, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("KEYBRAKE_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYBRAKE_LOG_LEVEL)")
+	fl.BoolVar(&f.sandbox, "sandbox", false, "answer every vendor without a credential from a built-in local sandbox (nothing real is sent or charged; never the default)")
 	return cmd
 }
 
@@ -114,6 +122,8 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		DecisionTimeout:   f.decisionTimeout,
 		IdempotencyTTL:    f.idempotencyTTL,
 		ReconcileInterval: f.reconcileInterval,
+		ShutdownTimeout:   f.shutdownTimeout,
+		Sandbox:           f.sandbox,
 		Logger:            logger,
 		Observe:           observe,
 		UI:                f.ui,
@@ -128,10 +138,10 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(), "metrics_addr", srv.MetricsAddr(),
-		"db", redactDSN(f.db), "vendors", describeVendors(vendors))
+		"db", redactDSN(f.db), "vendors", describeVendors(vendors, srv.SandboxVendors()), "sandbox", f.sandbox)
 	<-ctx.Done()
-	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", f.shutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -157,16 +167,23 @@ func redactDSN(dsn string) string {
 	return dsn
 }
 
-// envDuration reads a duration default from the environment. A malformed
-// value is remembered and stops serve with an error naming the variable,
-// rather than being silently replaced by the default.
+// durationFlag defines a duration flag whose default is the environment
+// variable env when set, else def. Flag and variable follow one rule
+// (parseDuration: "90s", "5m", or whole seconds); a malformed variable is
+// remembered and stops serve with an error naming it, rather than being
+// silently replaced by the default.
+func (f *serveFlags) durationFlag(fl *pflag.FlagSet, p *time.Duration, name, env string, def time.Duration, usage string) {
+	durationVar(fl, p, name, f.envDuration(env, def), usage+" (env "+env+")")
+}
+
+// envDuration reads a duration default from the environment.
 func (f *serveFlags) envDuration(name string, def time.Duration) time.Duration {
 	if v := os.Getenv(name); v != "" {
-		d, err := time.ParseDuration(v)
-		if err == nil && d >= 0 {
+		d, err := parseDuration(v)
+		if err == nil {
 			return d
 		}
-		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: want a duration such as 30s, 5m or 24h", name, v))
+		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: want a duration such as 30s, 5m or 24h, or whole seconds", name, v))
 	}
 	return def
 }

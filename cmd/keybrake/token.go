@@ -29,6 +29,7 @@ worker that issues vault keys, instead of the admin token.`,
 
 func tokenCreateCmd(g *globals) *cobra.Command {
 	var p client.TokenParams
+	var idemKey string
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create an issuer token (its secret is printed once)",
@@ -36,8 +37,20 @@ func tokenCreateCmd(g *globals) *cobra.Command {
     --endpoints "POST /v1/payment_intents" --max-expires-in 6h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := required(cmd, map[string]string{
+				"name":              "a name for the token, e.g. --name sfn-billing",
+				"max-daily-usd-cap": "the largest daily cap its keys may have, e.g. --max-daily-usd-cap 500",
+				"vendors":           "the vendors its keys may be for, e.g. --vendors stripe",
+				"endpoints":         `what its keys may allow, e.g. --endpoints "POST /v1/payment_intents"`,
+			}); err != nil {
+				return err
+			}
+			var opts []client.Option
+			if idemKey != "" {
+				opts = append(opts, client.IdempotencyKey(idemKey))
+			}
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Token, error) {
-				return c.CreateToken(ctx, p)
+				return c.CreateToken(ctx, p, opts...)
 			}, func(w *tabwriter.Writer, t *client.Token) {
 				fmt.Fprintf(w, "token_id\t%s\n", t.ID)
 				fmt.Fprintf(w, "token\t%s\t(shown once: store it in Secrets Manager or SSM now)\n", t.Token)
@@ -56,6 +69,7 @@ func tokenCreateCmd(g *globals) *cobra.Command {
 	fl.StringSliceVar(&p.Vendors, "vendors", nil, "vendors keys may be for, comma-separated (required)")
 	fl.StringArrayVar(&p.Endpoints, "endpoints", nil, `endpoints keys may allow, "METHOD /path"; repeatable (required)`)
 	fl.StringVar(&p.MaxExpiresIn, "max-expires-in", "6h", "longest expires_in a key may have")
+	fl.StringVar(&idemKey, "idempotency-key", "", "sent as Idempotency-Key: a retry with the same key and flags gets the same token back")
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -23,8 +24,8 @@ type vendorFlags struct {
 }
 
 func addVendorFlags(fl *pflag.FlagSet, v *vendorFlags) {
-	fl.StringVar(&v.pricingFile, "pricing", os.Getenv("KEYBRAKE_PRICING_FILE"), "pricing file (YAML or JSON) overriding the built-in prices; see `keybrake pricing` (env KEYBRAKE_PRICING_FILE)")
-	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, CUR=RATE, repeatable; overrides the pricing file's fx (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
+	fl.StringVar(&v.pricingFile, "pricing", os.Getenv("KEYBRAKE_PRICING_FILE"), "a pricing `FILE` (YAML or JSON) overriding the built-in prices; keybrake pricing prints the result (env KEYBRAKE_PRICING_FILE)")
+	fl.StringSliceVar(&v.fxRates, "fx-rate", splitList(os.Getenv("KEYBRAKE_FX_RATES")), "USD price of one unit of a currency, as `CUR=RATE`; repeatable; overrides the pricing file's fx (env KEYBRAKE_FX_RATES=EUR=1.08,GBP=1.27)")
 }
 
 // prices builds the effective price table: built-in defaults, then the
@@ -67,12 +68,15 @@ func (v *vendorFlags) config() (server.VendorConfig, error) {
 
 // describeVendors says which vendors have a credential and where prices
 // come from, for the start-up log line (never a credential itself).
-func describeVendors(vc server.VendorConfig) string {
+func describeVendors(vc server.VendorConfig, sandboxed []string) string {
 	var parts []string
 	add := func(name string, configured bool) {
-		if configured {
+		switch {
+		case slices.Contains(sandboxed, name):
+			parts = append(parts, name+"(sandbox)")
+		case configured:
 			parts = append(parts, name)
-		} else {
+		default:
 			parts = append(parts, name+"(unconfigured)")
 		}
 	}

@@ -35,6 +35,9 @@ func webhookCreateCmd(g *globals) *cobra.Command {
     --event key.spend_threshold --event key.cap_exhausted --description "#billing-alerts"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := required(cmd, map[string]string{"url": "the receiver's http(s) URL, e.g. --url https://hooks.example.com/keybrake"}); err != nil {
+				return err
+			}
 			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) (*client.Webhook, error) {
 				return c.CreateWebhook(ctx, p)
 			}, func(w *tabwriter.Writer, h *client.Webhook) {
@@ -49,6 +52,7 @@ func webhookCreateCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.URL, "url", "", "the receiver's http(s) URL (required)")
 	fl.StringSliceVar(&p.Events, "event", []string{"*"}, "event type to send; repeatable (default: all)")
 	fl.StringVar(&p.Description, "description", "", "a note for people")
+	setsField(fl, "event", "events")
 	return cmd
 }
 
@@ -97,10 +101,8 @@ func webhookDeliveriesCmd(g *globals) *cobra.Command {
 		Short: "A webhook's deliveries, newest first, with each attempt",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return call(cmd.Context(), g, func(ctx context.Context, c *client.Client) ([]client.Delivery, error) {
-				return pages(ctx, c, all, func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Delivery], error) {
-					return c.ListDeliveries(ctx, args[0], limit, cursor)
-				})
+			return list(cmd.Context(), g, all, "deliveries", func(ctx context.Context, c *client.Client, cursor string) (*client.Page[client.Delivery], error) {
+				return c.ListDeliveries(ctx, args[0], limit, cursor)
 			}, func(w *tabwriter.Writer, list []client.Delivery) {
 				fmt.Fprintln(w, "EVENT_ID\tTYPE\tSTATE\tATTEMPTS\tLAST STATUS\tLAST ERROR\tNEXT ATTEMPT")
 				for _, d := range list {

@@ -6,6 +6,8 @@ package issuer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,4 +236,23 @@ func (a *Admin) RevokeRun(ctx context.Context, keyID, label string) ([]client.Re
 		}
 		cursor = page.NextCursor
 	}
+}
+
+// maxIdempotencyKey is the longest Idempotency-Key Keybrake accepts.
+const maxIdempotencyKey = 255
+
+// IdempotencyKey joins the natural ids of an issuing step (a Step
+// Functions execution and state, an SQS message and its delivery, a
+// Temporal run and activity) into the Idempotency-Key its IssueKey sends,
+// so a retry of the step gets the key the first attempt made. Keys longer
+// than Keybrake accepts (execution ARNs can be long) are shortened to a
+// readable prefix and a hash of the whole.
+func IdempotencyKey(parts ...string) string {
+	k := strings.Join(parts, "/")
+	if len(k) <= maxIdempotencyKey {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	h := "#" + hex.EncodeToString(sum[:])
+	return k[:maxIdempotencyKey-len(h)] + h
 }

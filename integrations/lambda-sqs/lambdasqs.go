@@ -218,14 +218,7 @@ func (h *Handler) one(ctx context.Context, msg events.SQSMessage) (err error) {
 		return &InvalidInput{Field: "messageId", Message: "empty"}
 	}
 	admin := issuer.Admin{URL: h.cfg.AdminURL, Token: h.cfg.Token, HTTP: h.HTTP}
-	var key *client.Key
-	err = admin.Do(ctx, func(c *client.Client) (err error) {
-		key, err = c.IssueKey(ctx, client.IssueParams{
-			Vendor: h.cfg.Vendor, DailyUSDCap: h.cfg.MessageCapUSD, AllowedEndpoints: h.cfg.AllowedEndpoints,
-			ExpiresIn: h.cfg.ExpiresIn, AgentRunLabel: msg.MessageId, AgentName: "lambda-sqs",
-		})
-		return err
-	})
+	key, err := h.issue(ctx, admin, msg)
 	if err != nil {
 		log.Error("vault key not issued; message returned to the queue", "err", err.Error())
 		return err
@@ -247,4 +240,40 @@ func (h *Handler) one(ctx context.Context, msg events.SQSMessage) (err error) {
 	}
 	log.Info("message processed", "key_id", key.ID)
 	return nil
+}
+
+// issue issues the delivery's key. Its Idempotency-Key is the messageId and
+// the delivery's ApproximateReceiveCount: an issue retried within the
+// delivery (its answer lost to a network error or a 5xx) gets the key the
+// first attempt made, never a second cap, while a redelivery — whose
+// previous delivery revoked its key on the way out — gets a key of its own.
+// The vendor call keeps the messageId alone, so the vendor deduplicates it
+// across deliveries.
+func (h *Handler) issue(ctx context.Context, admin issuer.Admin, msg events.SQSMessage) (*client.Key, error) {
+	delivery := msg.Attributes["ApproximateReceiveCount"]
+	if delivery == "" {
+		delivery = "1"
+	}
+	idem := issuer.IdempotencyKey("sqs", msg.MessageId, delivery)
+	var key *client.Key
+	var err error
+	for attempt, backoff := 1, 200*time.Millisecond; ; attempt, backoff = attempt+1, 2*backoff {
+		err = admin.Do(ctx, func(c *client.Client) (err error) {
+			key, err = c.IssueKey(ctx, client.IssueParams{
+				Vendor: h.cfg.Vendor, DailyUSDCap: h.cfg.MessageCapUSD, AllowedEndpoints: h.cfg.AllowedEndpoints,
+				ExpiresIn: h.cfg.ExpiresIn, AgentRunLabel: msg.MessageId, AgentName: "lambda-sqs",
+			}, client.IdempotencyKey(idem))
+			return err
+		})
+		var ce *client.Error
+		transient := errors.As(err, &ce) && (ce.Status == 0 || ce.Status >= 500)
+		if err == nil || !transient || attempt == 3 {
+			return key, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+	}
 }

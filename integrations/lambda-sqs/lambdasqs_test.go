@@ -7,11 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -259,5 +263,44 @@ func TestHandlerBinary(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"message_id":"b-2"`) {
 		t.Errorf("the function did not log the failed message:\n%s", logs.String())
+	}
+}
+
+// An issue whose answer is lost (a 502 from the load balancer after
+// Keybrake made the key) is retried within the delivery with the same
+// Idempotency-Key, and gets the same key: one key, one cap, per delivery.
+func TestIssueAnswerLostGetsTheSameKey(t *testing.T) {
+	st := sandbox.NewStripe(kbtest.StripeSecret)
+	kb := kbtest.Start(t, kbtest.Options{Upstream: st, Configure: kbtest.Sealing})
+	target, _ := url.Parse("http://" + kb.Server.AdminAddr())
+	admin := httputil.NewSingleHostReverseProxy(target)
+	var issues atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/vault/keys" && issues.Add(1) == 1 {
+			admin.ServeHTTP(httptest.NewRecorder(), r) // the key is made; its answer is lost
+			http.Error(w, "upstream connection reset", http.StatusBadGateway)
+			return
+		}
+		admin.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	h := lambdasqs.New(lambdasqs.Config{
+		URL: kb.URL, AdminURL: front.URL, Token: issuer.StaticToken(kbtest.AdminToken),
+		MessageCapUSD: "50", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	}, nil)
+	resp, _ := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{message("m-lost", charge("cus_1", 700))}})
+	if got := failures(resp); len(got) != 0 {
+		t.Fatalf("failures %v", got)
+	}
+	if n := issues.Load(); n != 2 {
+		t.Fatalf("%d issue requests, want 2 (the lost one and its retry)", n)
+	}
+	f := &fixture{kb: kb, st: st, h: h}
+	keys := f.keysOf(t, "m-lost")
+	if len(keys) != 1 || keys[0].Status != keybrake.StatusRevoked {
+		t.Fatalf("keys %+v, want one, revoked", keys)
+	}
+	if n := len(st.Intents()); n != 1 {
+		t.Errorf("%d PaymentIntents, want 1", n)
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,6 +339,63 @@ func TestFailedExecutionRevokesKey(t *testing.T) {
 		if pi.Customer == customerID(7) {
 			t.Error("the failed item was charged")
 		}
+	}
+}
+
+// TestIssueAnswerLostRetriesToTheSameKey: Keybrake issued the key but its
+// answer never reached the IssueVaultKey Lambda (the load balancer in
+// front of the admin API lost it and answered 502). The state's Retry runs
+// the Lambda again with the same input, it sends the same Idempotency-Key
+// (execution ARN + state name), and gets the same key back: the execution
+// runs on one key, one cap, and its revoke leaves no key alive.
+func TestIssueAnswerLostRetriesToTheSameKey(t *testing.T) {
+	nodeDir(t)
+	const n = 6
+	var issues, replays atomic.Int32
+	front := func(admin http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || r.URL.Path != "/vault/keys" {
+				admin.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			admin.ServeHTTP(rec, r)
+			if rec.Header().Get("Keybrake-Idempotent-Replayed") == "true" {
+				replays.Add(1)
+			}
+			if issues.Add(1) == 1 {
+				http.Error(w, "upstream connection reset", http.StatusBadGateway) // the key exists; its answer is lost
+				return
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes()) //nolint:errcheck
+		})
+	}
+	s := startStack(t, stackOptions{customers: customers(n), adminFront: front})
+	arn := executionARN("lost-answer")
+	r := s.execute(t, "billing.asl.json", arn, map[string]any{"budget_usd": "1000", "plan_id": "plan_gold"}, map[string]int{"IssueVaultKey": 10})
+	if r.Status != "SUCCEEDED" {
+		t.Fatalf("execution %s %s (%s)", r.Status, r.Error, r.Cause)
+	}
+	if issues.Load() != 2 || replays.Load() != 1 {
+		t.Fatalf("%d issue requests, %d replayed; want 2 (the lost one, its retry) and 1", issues.Load(), replays.Load())
+	}
+	keys, err := s.admin.ListKeys(context.Background(), client.ListKeysParams{AgentRunLabel: arn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys.Data) != 1 {
+		t.Fatalf("%d keys for the execution, want 1", len(keys.Data))
+	}
+	assertRevoked(t, s, keys.Data[0].ID)
+	if got := len(s.stripe.Intents()); got != n {
+		t.Errorf("%d PaymentIntents, want %d", got, n)
+	}
+	if v, err := s.admin.GetKey(context.Background(), keys.Data[0].ID); err != nil || v.AllowedCalls == nil || *v.AllowedCalls != n {
+		t.Errorf("the key made %v calls, want all %d: %v", v.AllowedCalls, n, err)
 	}
 }
 

@@ -127,11 +127,34 @@ type IssueInput struct {
 	TotalUSDCap   Decimal           `json:"total_usd_cap,omitempty"`
 	MaxUSDPerCall Decimal           `json:"max_usd_per_call,omitempty"`
 	Metadata      map[string]string `json:"metadata,omitempty"`
+
+	// ExecutionID ("execution_id.$": "$$.Execution.Id", default the
+	// agent_run_label) and StateName (the issuing state's name, default
+	// "IssueVaultKey"; "state_name.$": "$$.State.Name" where the runtime
+	// has it) make the Idempotency-Key: a Lambda or state retry sends the
+	// same one and gets the key the first attempt made, never a second cap.
+	// An execution with two issuing states must name each.
+	ExecutionID string `json:"execution_id,omitempty"`
+	StateName   string `json:"state_name,omitempty"`
+}
+
+// IdempotencyKey is "<execution id>/<state name>", shortened with a hash
+// when longer than Keybrake accepts.
+func (in IssueInput) IdempotencyKey() string {
+	exec, state := in.ExecutionID, in.StateName
+	if exec == "" {
+		exec = in.AgentRunLabel
+	}
+	if state == "" {
+		state = "IssueVaultKey"
+	}
+	return issuer.IdempotencyKey(exec, state)
 }
 
 // IssueVaultKey creates the execution's vault key. Its answer, placed at
 // ResultPath "$.vault", carries vault_key (the Bearer credential the Map
-// iterations share) and key_id (what RevokeVaultKey revokes).
+// iterations share) and key_id (what RevokeVaultKey revokes). It sends
+// in.IdempotencyKey(), so a retry returns the same key.
 func (h *Handlers) IssueVaultKey(ctx context.Context, in IssueInput) (*client.Key, error) {
 	if in.Vendor == "" || in.DailyUSDCap == "" || len(in.AllowedEndpoints) == 0 || in.ExpiresIn == "" {
 		return nil, &InvalidInput{Field: "parameters", Message: "vendor, daily_usd_cap, allowed_endpoints and expires_in are required"}
@@ -146,7 +169,7 @@ func (h *Handlers) IssueVaultKey(ctx context.Context, in IssueInput) (*client.Ke
 	}
 	var key *client.Key
 	err := h.admin(ctx, func(c *client.Client) (err error) {
-		key, err = c.IssueKey(ctx, p)
+		key, err = c.IssueKey(ctx, p, client.IdempotencyKey(in.IdempotencyKey()))
 		return err
 	})
 	if err != nil {
@@ -194,8 +217,12 @@ func (h *Handlers) ChargeCustomer(ctx context.Context, in ChargeInput) (*ChargeR
 }
 
 // RevokeInput names what to revoke: the execution's key, and/or every
-// active key labelled with the execution ARN (which also catches a key
-// whose IssueVaultKey answer was lost and retried).
+// active key labelled with the execution ARN. A retried IssueVaultKey
+// returns the key the first attempt made, so the key id is enough once
+// IssueVaultKey has answered; the label is for the catch-all after
+// IssueVaultKey itself failed, when a key may exist whose id the execution
+// never saw (its answer lost and the retries spent, or refused because
+// the Keybrake keeps no KEYBRAKE_SECRETS_KEY to replay it).
 type RevokeInput struct {
 	KeyID         string `json:"key_id,omitempty"`
 	AgentRunLabel string `json:"agent_run_label,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -79,10 +80,11 @@ func chargeInput(vaultKey string, idx int, amount int64) map[string]any {
 
 func TestIssueVaultKeyHandler(t *testing.T) {
 	e := startLambdaEnv(t, kbtest.Options{})
-	for _, cap := range []any{49.99, "49.99"} {
+	for i, cap := range []any{49.99, "49.99"} {
 		out, fnErr := e.invoke(t, "issue-vault-key", map[string]any{
 			"vendor": "stripe", "daily_usd_cap": cap, "allowed_endpoints": []string{"POST /v1/payment_intents"},
 			"expires_in": "2h", "agent_run_label": "arn:aws:states:us-east-1:123456789:execution:agent-billing:issue",
+			"state_name": fmt.Sprint("IssueVaultKey", i),
 		})
 		if fnErr != nil {
 			t.Fatalf("cap %v: %v", cap, fnErr)
@@ -119,6 +121,58 @@ func TestIssueVaultKeyHandler(t *testing.T) {
 	_, fnErr = e.invoke(t, "issue-vault-key", map[string]any{"vendor": "stripe"})
 	if fnErr == nil || fnErr.Type != "InvalidInput" {
 		t.Errorf("missing parameters: %+v, want InvalidInput", fnErr)
+	}
+}
+
+// A retried IssueVaultKey (a Lambda or state retry: the same input) gets
+// the key the first attempt made, never a second cap; the Idempotency-Key
+// is the execution ARN and the state name.
+func TestIssueVaultKeyRetryGetsTheSameKey(t *testing.T) {
+	e := startLambdaEnv(t, kbtest.Options{Configure: kbtest.Sealing})
+	exec := "arn:aws:states:us-east-1:123456789:execution:agent-billing:" + strings.Repeat("r", 80)
+	input := func(state string, capUSD any) map[string]any {
+		return map[string]any{
+			"vendor": "stripe", "daily_usd_cap": capUSD, "allowed_endpoints": []string{"POST /v1/payment_intents"},
+			"expires_in": "2h", "agent_run_label": exec, "execution_id": exec, "state_name": state,
+		}
+	}
+	issue := func(in map[string]any) (key struct {
+		KeyID    string `json:"key_id"`
+		VaultKey string `json:"vault_key"`
+	}) {
+		t.Helper()
+		out, fnErr := e.invoke(t, "issue-vault-key", in)
+		if fnErr != nil {
+			t.Fatalf("issue-vault-key: %+v", fnErr)
+		}
+		if err := json.Unmarshal(out, &key); err != nil || key.VaultKey == "" {
+			t.Fatalf("result %s: %v", out, err)
+		}
+		return key
+	}
+	first := issue(input("IssueVaultKey", 50))
+	if retry := issue(input("IssueVaultKey", 50)); retry != first {
+		t.Fatalf("retry got %+v, want the first key %+v", retry, first)
+	}
+	// A second issuing state of the same execution (after a wait) gets its own.
+	if later := issue(input("IssueVaultKeyAfterApproval", 50)); later.KeyID == first.KeyID {
+		t.Fatal("another state got the first state's key")
+	}
+	keys, err := e.kb.Admin.ListKeys(context.Background(), client.ListKeysParams{AgentRunLabel: exec})
+	if err != nil || len(keys.Data) != 2 {
+		t.Fatalf("keys of the execution: %d %v, want 2 (one per state)", len(keys.Data), err)
+	}
+	// The same state with other parameters is a mistake, not a retry.
+	_, fnErr := e.invoke(t, "issue-vault-key", input("IssueVaultKey", 60))
+	if fnErr == nil || fnErr.Type != "KeybrakeRefused" || !strings.Contains(fnErr.Message, "idempotency_key_reused") {
+		t.Fatalf("other parameters: %+v, want KeybrakeRefused idempotency_key_reused", fnErr)
+	}
+	if in := (stepfunctions.IssueInput{AgentRunLabel: exec + strings.Repeat("x", 300)}); len(in.IdempotencyKey()) != 255 ||
+		!strings.HasPrefix(in.IdempotencyKey(), "arn:aws:states:") {
+		t.Errorf("a long execution ARN's Idempotency-Key: %d %q", len(in.IdempotencyKey()), in.IdempotencyKey())
+	}
+	if got := (stepfunctions.IssueInput{AgentRunLabel: "arn:x"}).IdempotencyKey(); got != "arn:x/IssueVaultKey" {
+		t.Errorf("the seed's Parameters give %q", got)
 	}
 }
 
@@ -253,7 +307,7 @@ func TestRevokeVaultKeyByLabel(t *testing.T) {
 // and Secrets extension, with the session token, once; after a 401 it is
 // read again (rotation).
 func TestIssuerTokenFromExtension(t *testing.T) {
-	kb := kbtest.Start(t)
+	kb := kbtest.Start(t, kbtest.Options{Configure: kbtest.Sealing}) // the three issues below replay the first
 	var fetches atomic.Int32
 	current := atomic.Value{}
 	current.Store("stale-token")

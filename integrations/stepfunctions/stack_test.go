@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,6 +94,10 @@ type stackOptions struct {
 	chargeInstances int
 	// extra functions (same binaries, other environments).
 	extra []lambdalocal.Function
+	// adminFront, when set, stands between the issue and revoke functions
+	// and the admin API (a load balancer that loses answers, say): it is
+	// given the admin API's handler to call.
+	adminFront func(admin http.Handler) http.Handler
 }
 
 func startStack(t *testing.T, o stackOptions) *stack {
@@ -106,6 +112,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		"KEYBRAKE_DB", filepath.Join(t.TempDir(), "keybrake.db"),
 		"KEYBRAKE_STRIPE_SECRET_KEY", kbtest.StripeSecret,
 		"KEYBRAKE_STRIPE_BASE_URL", up.URL,
+		"KEYBRAKE_SECRETS_KEY", kbtest.SecretsKey,
 	))
 	s.admin = client.New(s.kb.AdminURL(), kbtest.AdminToken)
 
@@ -119,7 +126,13 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		t.Fatalf("creating the issuer token: %v", err)
 	}
 	env := []string{"KEYBRAKE_URL=" + s.kb.URL(), "KEYBRAKE_ADMIN_URL=" + s.kb.AdminURL()}
-	adminEnv := append(append([]string{}, env...), "KEYBRAKE_ISSUER_TOKEN="+tok.Token)
+	adminEnv := []string{"KEYBRAKE_URL=" + s.kb.URL(), "KEYBRAKE_ADMIN_URL=" + s.kb.AdminURL(), "KEYBRAKE_ISSUER_TOKEN=" + tok.Token}
+	if o.adminFront != nil {
+		target, _ := url.Parse(s.kb.AdminURL())
+		front := httptest.NewServer(o.adminFront(httputil.NewSingleHostReverseProxy(target)))
+		t.Cleanup(front.Close)
+		adminEnv[1] = "KEYBRAKE_ADMIN_URL=" + front.URL
+	}
 	if o.chargeInstances == 0 {
 		o.chargeInstances = 2
 	}

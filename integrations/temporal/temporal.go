@@ -115,16 +115,21 @@ func BillingWorkflow(ctx workflow.Context, in BillingInput) (res *BillingResult,
 	}
 	var a *Activities
 	var key VaultKey
-	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, adminOptions), a.IssueVaultKey,
+	issueOptions := adminOptions
+	issueOptions.ActivityID = "issue-vault-key" // in the Idempotency-Key: the same on every retry
+	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, issueOptions), a.IssueVaultKey,
 		IssueRequest{DailyUSDCap: in.DailyUSDCap, ExpiresIn: expires, Label: label}).Get(ctx, &key)
 	if err != nil {
-		// A key may exist whose answer was lost: revoke by label.
+		// The retries are spent (or refused): a key may exist whose answer
+		// never arrived, so revoke by label.
 		_ = cleanup(ctx, "", label)
 		return nil, err
 	}
 	res = &BillingResult{KeyID: key.KeyID, RunLabel: label, Charged: []ChargeResult{}, CapExhausted: []int{}}
 	defer func() {
-		rerr := cleanup(ctx, key.KeyID, label)
+		// A retried IssueVaultKey returned the key its first attempt made,
+		// so the run has this one key.
+		rerr := cleanup(ctx, key.KeyID, "")
 		res.Revoked = rerr == nil
 		if err == nil && rerr != nil {
 			err = rerr
@@ -194,14 +199,16 @@ type VaultKey struct {
 	ExpiresAt time.Time
 }
 
-// IssueVaultKey issues the run's key for Stripe PaymentIntents.
+// IssueVaultKey issues the run's key for Stripe PaymentIntents, with the
+// Idempotency-Key "<run id>-<activity id>": a retry of the activity gets the
+// key its first attempt made.
 func (a *Activities) IssueVaultKey(ctx context.Context, req IssueRequest) (*VaultKey, error) {
 	var k *client.Key
 	err := a.Admin.Do(ctx, func(c *client.Client) (err error) {
 		k, err = c.IssueKey(ctx, client.IssueParams{
 			Vendor: "stripe", DailyUSDCap: req.DailyUSDCap, AllowedEndpoints: []string{"POST /v1/payment_intents"},
 			ExpiresIn: req.ExpiresIn, AgentRunLabel: req.Label, AgentName: "temporal",
-		})
+		}, client.IdempotencyKey(IdempotencyKey(ctx)))
 		return err
 	})
 	if err != nil {
@@ -253,8 +260,9 @@ type RevokeRequest struct {
 	Label string
 }
 
-// RevokeVaultKey revokes the run's key and any other active key of its
-// label.
+// RevokeVaultKey revokes the run's key and, when a label is given, every
+// other active key of it (after IssueVaultKey failed, a key may exist whose
+// id the workflow never saw).
 func (a *Activities) RevokeVaultKey(ctx context.Context, req RevokeRequest) ([]client.Revocation, error) {
 	r, err := a.Admin.RevokeRun(ctx, req.KeyID, req.Label)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func setup(t *testing.T, fault func(*http.Request, int) sandbox.Fault,
 	t.Helper()
 	st := sandbox.NewStripe(kbtest.StripeSecret)
 	st.Fault = fault
-	kb := kbtest.Start(t, kbtest.Options{Upstream: st})
+	kb := kbtest.Start(t, kbtest.Options{Upstream: st, Configure: kbtest.Sealing})
 	acts := &temporal.Activities{
 		ProxyURL: kb.URL,
 		Admin:    issuer.Admin{URL: "http://" + kb.Server.AdminAddr(), Token: issuer.StaticToken(kbtest.AdminToken)},
@@ -282,5 +283,47 @@ func TestIssueRefusedFailsRun(t *testing.T) {
 	}
 	if len(f.keys(t)) != 0 || f.st.Requests() != 0 {
 		t.Error("a key was issued or Stripe was called")
+	}
+}
+
+// losingTransport loses the answer to the first POST /vault/keys after
+// Keybrake made the key, as a connection cut on the way back would.
+type losingTransport struct{ lost atomic.Bool }
+
+func (l *losingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && r.Method == http.MethodPost && r.URL.Path == "/vault/keys" && l.lost.CompareAndSwap(false, true) {
+		resp.Body.Close()
+		return nil, errors.New("connection reset by peer")
+	}
+	return resp, err
+}
+
+// TestIssueAnswerLostIsRetriedToTheSameKey: the IssueVaultKey activity's
+// first answer is lost after Keybrake made the key; Temporal retries the
+// activity, which sends the same Idempotency-Key (run id + activity id)
+// and gets the same key: the run has one key, and it ends revoked.
+func TestIssueAnswerLostIsRetriedToTheSameKey(t *testing.T) {
+	f := setup(t, nil, nil)
+	lose := &losingTransport{}
+	f.acts.Admin.HTTP = &http.Client{Transport: lose, Timeout: 30 * time.Second}
+	f.env.ExecuteWorkflow(temporal.BillingWorkflow, temporal.BillingInput{DailyUSDCap: "100", Customers: customers(3)})
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow: %v", err)
+	}
+	var res temporal.BillingResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if !lose.lost.Load() {
+		t.Fatal("no answer was lost")
+	}
+	f.assertRevoked(t)
+	if k := f.keys(t)[0]; k.ID != res.KeyID {
+		t.Errorf("the run's key is %s, the workflow used %s", k.ID, res.KeyID)
+	}
+	f.chargedOnce(t, &res)
+	if len(res.Charged) != 3 {
+		t.Errorf("%d charged, want 3", len(res.Charged))
 	}
 }

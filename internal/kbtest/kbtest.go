@@ -6,6 +6,7 @@ package kbtest
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,7 +27,19 @@ import (
 const (
 	AdminToken   = "test-admin-token-0123456789abcdef"
 	StripeSecret = "sk_test_CANARYstripeSECRET0123456789"
+	// SecretsKey is a KEYBRAKE_SECRETS_KEY (hex): with it, webhook secrets
+	// are sealed and a retried issuance replays its secret.
+	SecretsKey = "5ec0e75ec0e75ec0e75ec0e75ec0e75ec0e75ec0e75ec0e75ec0e75ec0e75ec0"
 )
+
+// Sealing configures SecretsKey (an Options.Configure).
+func Sealing(c *server.Config) {
+	k, err := hex.DecodeString(SecretsKey)
+	if err != nil {
+		panic(err)
+	}
+	c.Observe.SecretsKey = k
+}
 
 // Env is a running Keybrake with a sandbox Stripe behind it.
 type Env struct {

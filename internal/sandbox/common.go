@@ -13,6 +13,16 @@ type recorder struct {
 	rmu      sync.Mutex
 	n        int
 	received []Received
+	limit    int // 0: keep every request
+}
+
+// KeepAtMost bounds how many requests Received keeps (the first n; the
+// count goes on): a sandbox serving `keybrake serve --sandbox` for days
+// must not grow without end.
+func (rc *recorder) KeepAtMost(n int) {
+	rc.rmu.Lock()
+	defer rc.rmu.Unlock()
+	rc.limit = n
 }
 
 // record reads the body (bounded) and logs the request; n counts from 1.
@@ -23,6 +33,9 @@ func (rc *recorder) record(r *http.Request) (n int, body []byte) {
 	rc.rmu.Lock()
 	defer rc.rmu.Unlock()
 	rc.n++
+	if rc.limit > 0 && len(rc.received) >= rc.limit {
+		return rc.n, body
+	}
 	rc.received = append(rc.received, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(body)})
 	return rc.n, body
 }

@@ -39,18 +39,30 @@ type Options struct {
 // process owns a database file at a time: a second `keybrake serve` on the
 // same file is refused, which is what makes the restart recovery of pending
 // calls safe.
-func Open(ctx context.Context, path string, opt Options) (*sqlstore.Store, error) {
+func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err error) {
 	if path == "" {
 		return nil, errors.New("sqlite: empty database path")
 	}
 	if opt.BusyTimeout <= 0 {
 		opt.BusyTimeout = 5 * time.Second
 	}
+	created, err := checkPath(path)
+	if err != nil {
+		return nil, err
+	}
 	var unlock func() error
 	if !opt.ReadOnly {
-		var err error
 		if unlock, err = lockFile(path + ".lock"); err != nil {
 			return nil, err
+		}
+		if created {
+			// A first start that fails (a bad migration, a full disk)
+			// leaves no half-made database or lock file behind.
+			defer func() {
+				if err != nil {
+					removeNew(path)
+				}
+			}()
 		}
 	}
 	q := url.Values{}

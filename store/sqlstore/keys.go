@@ -103,22 +103,33 @@ func scanKeyState(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 // CreateKey stores a new key. The store's clock sets CreatedAt and
 // ExpiresAt = CreatedAt + ttl, so replicas agree on expiry.
 func (s *Store) CreateKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration) (*keybrake.Key, error) {
+	created, _, err := s.createKey(ctx, k, secretHash, ttl, nil)
+	return created, err
+}
+
+// createKey stores a new key, unless claim names an Idempotency-Key an
+// earlier issuance holds: then it creates nothing and returns that record
+// (issue.go).
+func (s *Store) createKey(ctx context.Context, k *keybrake.Key, secretHash string, ttl time.Duration, claim *keybrake.IssueClaim) (_ *keybrake.Key, prior *keybrake.IssueRecord, err error) {
 	rules, err := json.Marshal(k.Rules.Strings())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	meta := []byte("{}")
 	if len(k.Metadata) > 0 {
 		if meta, err = json.Marshal(k.Metadata); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	out := *k
 	thresholds, err := formatThresholds(k.AlertThresholds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err = s.tx(ctx, "create key", func(tx *sql.Tx, now time.Time) error {
+		if prior, err = claimIssue(ctx, tx, now, claim, out.ID); err != nil || prior != nil {
+			return err
+		}
 		out.CreatedAt = now.UTC().Truncate(time.Microsecond)
 		out.ExpiresAt = out.CreatedAt.Add(ttl)
 		out.RevokedAt = nil
@@ -130,10 +141,10 @@ func (s *Store) CreateKey(ctx context.Context, k *keybrake.Key, secretHash strin
 			micros(out.CreatedAt), micros(out.ExpiresAt), thresholds)
 		return err
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || prior != nil {
+		return nil, prior, err
 	}
-	return &out, nil
+	return &out, nil, nil
 }
 
 // KeyByHash finds a key by the hash of its secret. The proxy calls it for a

@@ -52,6 +52,7 @@ func scanRun(row rowScanner, extra ...any) (keybrake.RunRow, error) {
 	err := row.Scan(append([]any{&r.AgentRunLabel, &r.AgentName, &r.Keys, &capacity, &r.Calls, &r.DeniedCalls,
 		&r.UnknownCalls, &spent, &first, &last}, extra...)...)
 	r.Cap, r.Spent = keybrake.Micros(capacity), keybrake.Micros(spent)
+	r.AllowedCalls = r.Calls - r.DeniedCalls
 	r.FirstCall, r.LastCall = fromMicros(first), fromMicros(last)
 	return r, err
 }
@@ -178,7 +179,7 @@ func (s *Store) ReportDaily(ctx context.Context, f keybrake.DailyFilter) (*keybr
 		var r keybrake.DailyRow
 		var spent int64
 		err := rows.Scan(&r.Day, &r.Vendor, &r.Calls, &r.DeniedCalls, &spent)
-		r.Spent = keybrake.Micros(spent)
+		r.Spent, r.AllowedCalls = keybrake.Micros(spent), r.Calls-r.DeniedCalls
 		rep.Rows = append(rep.Rows, r)
 		return err
 	})

@@ -50,16 +50,26 @@ func scanToken(row rowScanner) (*keybrake.IssuerToken, error) {
 
 // CreateToken stores a new issuer token (its secret only as a hash).
 func (s *Store) CreateToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string) (*keybrake.IssuerToken, error) {
+	created, _, err := s.createToken(ctx, t, secretHash, nil)
+	return created, err
+}
+
+// createToken stores a new issuer token, unless claim names an
+// Idempotency-Key an earlier issuance holds (issue.go).
+func (s *Store) createToken(ctx context.Context, t *keybrake.IssuerToken, secretHash string, claim *keybrake.IssueClaim) (_ *keybrake.IssuerToken, prior *keybrake.IssueRecord, err error) {
 	vendors, err := json.Marshal(t.Vendors)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	endpoints, err := json.Marshal(t.Endpoints.Strings())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := *t
 	err = s.tx(ctx, "create token", func(tx *sql.Tx, now time.Time) error {
+		if prior, err = claimIssue(ctx, tx, now, claim, out.ID); err != nil || prior != nil {
+			return err
+		}
 		out.CreatedAt, out.RevokedAt = now.UTC().Truncate(time.Microsecond), nil
 		_, err := tx.ExecContext(ctx, `INSERT INTO issuer_tokens (id, name, secret_hash, max_daily_cap, max_total_cap,
 			vendors, endpoints, max_expires_in, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
@@ -67,10 +77,10 @@ func (s *Store) CreateToken(ctx context.Context, t *keybrake.IssuerToken, secret
 			string(endpoints), int64(out.MaxExpiresIn/time.Second), micros(out.CreatedAt))
 		return err
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || prior != nil {
+		return nil, prior, err
 	}
-	return &out, nil
+	return &out, nil, nil
 }
 
 // TokenByHash finds an issuer token by the hash of its secret; the admin API

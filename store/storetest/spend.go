@@ -62,7 +62,7 @@ func testReportRuns(t *testing.T, s store.Store) {
 		t.Fatalf("runs newest first: %v, want %v", labels, want)
 	}
 	r := rows[3]
-	if r.AgentName != "billing" || r.Keys != 2 || r.Calls != 6 || r.DeniedCalls != 1 || r.UnknownCalls != 1 ||
+	if r.AgentName != "billing" || r.Keys != 2 || r.Calls != 6 || r.AllowedCalls != 5 || r.DeniedCalls != 1 || r.UnknownCalls != 1 ||
 		r.Spent != 4_250_000 || r.Cap != 15*usd || r.FirstCall.IsZero() || r.LastCall.Before(r.FirstCall) {
 		t.Fatalf("run-1 row: %+v", r)
 	}
@@ -337,12 +337,12 @@ func testReportDaily(t *testing.T, s store.Store) {
 	}
 	d := func(n int) string { return day(now.AddDate(0, 0, -n)) }
 	want := []keybrake.DailyRow{
-		{Day: d(8), Vendor: "stripe", Calls: 1, Spent: 90 * usd},
-		{Day: d(7), Vendor: "stripe", Calls: 1, Spent: 700_000},
-		{Day: d(3), Vendor: "stripe", Calls: 1, Spent: 5 * usd},
-		{Day: d(1), Vendor: "stripe", Calls: 2, DeniedCalls: 1, Spent: 2 * usd},
-		{Day: d(1), Vendor: "twilio", Calls: 1, Spent: 7_900},
-		{Day: d(0), Vendor: "stripe", Calls: 2, Spent: 2 * usd},
+		{Day: d(8), Vendor: "stripe", Calls: 1, AllowedCalls: 1, Spent: 90 * usd},
+		{Day: d(7), Vendor: "stripe", Calls: 1, AllowedCalls: 1, Spent: 700_000},
+		{Day: d(3), Vendor: "stripe", Calls: 1, AllowedCalls: 1, Spent: 5 * usd},
+		{Day: d(1), Vendor: "stripe", Calls: 2, AllowedCalls: 1, DeniedCalls: 1, Spent: 2 * usd},
+		{Day: d(1), Vendor: "twilio", Calls: 1, AllowedCalls: 1, Spent: 7_900},
+		{Day: d(0), Vendor: "stripe", Calls: 2, AllowedCalls: 2, Spent: 2 * usd},
 	}
 	if !slices.Equal(rep.Rows, want) {
 		t.Fatalf("daily rows:\n got %+v\nwant %+v", rep.Rows, want)

@@ -74,6 +74,9 @@ type Decision struct {
 	// attempt with the same Idempotency-Key whose outcome was unknown.
 	RetryOf int64
 
+	// RetryAfter, for rate_limited, is when the key may forward again.
+	RetryAfter time.Duration
+
 	Key    *Key // nil for an unknown key; its state and caps only (no Rules or Metadata)
 	Status KeyStatus
 	Usage  Usage // after this decision

@@ -125,3 +125,13 @@ var (
 	// proxy answers 503 store_unavailable and forwards nothing.
 	ErrStoreUnavailable = errors.New("store unavailable")
 )
+
+// ErrorMessage is the client-facing message of err: an *Error's Message,
+// else the error's text.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}

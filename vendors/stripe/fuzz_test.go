@@ -26,7 +26,7 @@ func fuzzVendor(t testing.TB) *Vendor {
 
 func pricingCode(err error) bool {
 	switch keybrake.ErrorCode(err) {
-	case keybrake.CodeUnpriceableRequest, keybrake.CodeCurrencyNotPriced, keybrake.CodeLookupFailed:
+	case keybrake.CodeUnpriceableRequest, keybrake.CodeCurrencyNotPriced, keybrake.CodeLookupFailed, keybrake.CodeRequestTooLarge:
 		return true
 	}
 	return false

@@ -86,8 +86,14 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		if status == 0 {
 			status = e.Code.HTTPStatus()
 		}
+		// A denial row carries the price asked, so reports show what was
+		// refused (for a cap, what the call would have reserved).
+		asked := a.Estimate
+		if e.Code == keybrake.CodeCapExhausted {
+			asked = d.Requested
+		}
 		id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: label, outcome: keybrake.DeniedOutcome(e.Code),
-			code: e.Code, status: status, day: day})
+			code: e.Code, status: status, day: day, estimated: asked})
 		if err != nil {
 			return err
 		}
@@ -136,6 +142,14 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 	}
 	if a.Denial != nil {
 		return deny(k, a.Denial, 0)
+	}
+	if k.MaxCallsPerMinute > 0 {
+		if e, err := s.rateLimit(ctx, tx, now, k, d); err != nil || e != nil {
+			if err != nil {
+				return err
+			}
+			return deny(k, e, 0)
+		}
 	}
 
 	var claim bool // insert a new idempotency record after reserving

@@ -94,6 +94,10 @@ type IssueParams struct {
 	// AlertThresholds: nil takes the server's default ([50, 80, 100]);
 	// a pointer to an empty list turns the alerts off.
 	AlertThresholds *[]int `json:"alert_thresholds,omitempty"`
+
+	// Scope fields, max_calls_per_minute and idempotency_scope (see
+	// admin.KeyPolicy).
+	admin.KeyPolicy
 }
 
 // IssueKey creates a vault key. The secret is in the answer's VaultKey and
@@ -249,6 +253,11 @@ type TokenParams struct {
 	Vendors      []string `json:"vendors"`
 	Endpoints    []string `json:"endpoints"`
 	MaxExpiresIn string   `json:"max_expires_in"`
+	// MaxOutstandingUSD bounds the sum of the daily caps of the token's
+	// active keys.
+	MaxOutstandingUSD string `json:"max_outstanding_usd,omitempty"`
+	// Ceilings on the scope of the keys it issues.
+	admin.ScopeFields
 }
 
 // CreateToken creates an issuer token (admin token only). The secret is in

@@ -62,6 +62,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 				if k.AgentRunLabel != "" {
 					fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
 				}
+				printPolicy(w, k.KeyPolicy)
 			})
 		},
 	}
@@ -75,6 +76,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.TotalUSDCap, "total-usd-cap", "", "lifetime cap in dollars")
 	fl.StringVar(&p.MaxUSDPerCall, "max-usd-per-call", "", "largest single call in dollars")
 	fl.StringArrayVar(&meta, "metadata", nil, "key=value metadata; repeatable")
+	addPolicyFlags(fl, &p.KeyPolicy)
 	fl.StringVar(&alerts, "alert-thresholds", "", `percents of the daily cap that fire key.spend_threshold, e.g. 50,90; "none" for no alerts (default 50,80,100)`)
 	return cmd
 }
@@ -130,6 +132,7 @@ func keyShowCmd(g *globals) *cobra.Command {
 				if k.MaxUSDPerCall != nil {
 					fmt.Fprintf(w, "max_usd_per_call\t$%s\n", *k.MaxUSDPerCall)
 				}
+				printPolicy(w, k.KeyPolicy)
 				fmt.Fprintf(w, "spent_usd\t$%s\n", deref(k.SpentUSD))
 				fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
 				fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))

@@ -28,6 +28,7 @@ type serveFlags struct {
 	idempotencyTTL      time.Duration
 	shutdownTimeout     time.Duration
 	reconcileInterval   time.Duration
+	auditRetention      time.Duration
 	vendors             vendorFlags
 	logLevel            string
 	envErrs             []error // malformed environment values
@@ -73,6 +74,7 @@ and exits 0.`,
 	fl.DurationVar(&f.decisionTimeout, "decision-timeout", f.envDuration("KEYBRAKE_DECISION_TIMEOUT", proxy.DefaultDecisionTimeout), "time limit of the store's decision on one call; past it 503 store_unavailable, nothing forwarded (env KEYBRAKE_DECISION_TIMEOUT)")
 	fl.DurationVar(&f.idempotencyTTL, "idempotency-ttl", f.envDuration("KEYBRAKE_IDEMPOTENCY_TTL", 24*time.Hour), "how long answers are kept for Idempotency-Key replays (env KEYBRAKE_IDEMPOTENCY_TTL)")
 	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", f.envDuration("KEYBRAKE_RECONCILE_INTERVAL", 0), "if set, reprice Twilio messages from their final price this often (off by default; env KEYBRAKE_RECONCILE_INTERVAL)")
+	fl.DurationVar(&f.auditRetention, "audit-retention", f.envDuration("KEYBRAKE_AUDIT_RETENTION", 0), "if set, delete audit rows older than this that the ledger no longer needs: settled rows of revoked or expired keys (off by default; env KEYBRAKE_AUDIT_RETENTION)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 90*time.Second, "how long SIGTERM waits for in-flight calls")
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
@@ -109,6 +111,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		DecisionTimeout:   f.decisionTimeout,
 		IdempotencyTTL:    f.idempotencyTTL,
 		ReconcileInterval: f.reconcileInterval,
+		AuditRetention:    f.auditRetention,
 		Logger:            logger,
 		Observe:           observe,
 	}

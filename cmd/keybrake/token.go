@@ -46,6 +46,10 @@ func tokenCreateCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "vendors\t%s\n", strings.Join(t.Vendors, ", "))
 				fmt.Fprintf(w, "endpoints\t%s\n", strings.Join(t.Endpoints, ", "))
 				fmt.Fprintf(w, "max_expires_in\t%s\n", t.MaxExpiresIn)
+				if t.MaxOutstandingUSD != nil {
+					fmt.Fprintf(w, "max_outstanding_usd\t$%s\n", *t.MaxOutstandingUSD)
+				}
+				printScope(w, t.ScopeFields)
 			})
 		},
 	}
@@ -56,6 +60,8 @@ func tokenCreateCmd(g *globals) *cobra.Command {
 	fl.StringSliceVar(&p.Vendors, "vendors", nil, "vendors keys may be for, comma-separated (required)")
 	fl.StringArrayVar(&p.Endpoints, "endpoints", nil, `endpoints keys may allow, "METHOD /path"; repeatable (required)`)
 	fl.StringVar(&p.MaxExpiresIn, "max-expires-in", "6h", "longest expires_in a key may have")
+	fl.StringVar(&p.MaxOutstandingUSD, "max-outstanding-usd", "", "if set, the daily caps of the token's active keys may add up to at most this")
+	addScopeFlags(fl, &p.ScopeFields, "its keys")
 	return cmd
 }
 

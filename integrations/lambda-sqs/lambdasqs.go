@@ -6,8 +6,10 @@
 // SQS delivers at least once: a message whose Lambda timed out after the
 // charge, or whose batch was retried, comes back with the same messageId.
 // The redelivery gets a new vault key but sends the same Idempotency-Key,
-// so the vendor (Stripe deduplicates on it for 24 hours) answers with the
-// first charge instead of making a second.
+// and the key is issued with the messageId as its idempotency_scope, so the
+// vendor sees the same Idempotency-Key for both (Keybrake otherwise
+// namespaces it per vault key) and, deduplicating on it for 24 hours,
+// answers with the first charge instead of making a second.
 //
 // Failures are reported per message with partial batch responses
 // (events.SQSEventResponse, the function's event source mapping must list
@@ -220,10 +222,15 @@ func (h *Handler) one(ctx context.Context, msg events.SQSMessage) (err error) {
 	admin := issuer.Admin{URL: h.cfg.AdminURL, Token: h.cfg.Token, HTTP: h.HTTP}
 	var key *client.Key
 	err = admin.Do(ctx, func(c *client.Client) (err error) {
-		key, err = c.IssueKey(ctx, client.IssueParams{
+		p := client.IssueParams{
 			Vendor: h.cfg.Vendor, DailyUSDCap: h.cfg.MessageCapUSD, AllowedEndpoints: h.cfg.AllowedEndpoints,
 			ExpiresIn: h.cfg.ExpiresIn, AgentRunLabel: msg.MessageId, AgentName: "lambda-sqs",
-		})
+		}
+		// Keybrake namespaces Idempotency-Keys per vault key at the vendor;
+		// a redelivery's new key must share the first delivery's namespace
+		// for Stripe to answer it with the first charge.
+		p.IdempotencyScope = "sqs:" + msg.MessageId
+		key, err = c.IssueKey(ctx, p)
 		return err
 	})
 	if err != nil {

@@ -116,7 +116,7 @@ func (f *fixture) chargedOnce(t *testing.T, res *temporal.BillingResult) {
 		}
 	}
 	for _, rq := range f.st.Received() {
-		key := rq.Header.Get("Idempotency-Key")
+		key := clientKey(rq.Header.Get("Idempotency-Key"))
 		idx, err := strconv.Atoi(strings.TrimPrefix(key, runID+"-charge-"))
 		if err != nil || !strings.Contains(rq.Body, fmt.Sprintf("customer=cus_%03d", idx)) {
 			t.Fatalf("Stripe received Idempotency-Key %q for %s; want <run id>-charge-<index> of that customer", key, rq.Body)
@@ -137,7 +137,7 @@ func TestBillingWorkflowRetriesAfterAppliedCharge(t *testing.T) {
 	var mu sync.Mutex
 	seen, faulted := map[string]bool{}, map[string]bool{}
 	f := setup(t, func(r *http.Request, _ int) sandbox.Fault {
-		key := r.Header.Get("Idempotency-Key")
+		key := clientKey(r.Header.Get("Idempotency-Key"))
 		idx, _ := strconv.Atoi(key[strings.LastIndexByte(key, '-')+1:])
 		mu.Lock()
 		defer mu.Unlock()
@@ -283,4 +283,12 @@ func TestIssueRefusedFailsRun(t *testing.T) {
 	if len(f.keys(t)) != 0 || f.st.Requests() != 0 {
 		t.Error("a key was issued or Stripe was called")
 	}
+}
+
+// clientKey is the client's Idempotency-Key inside the one Keybrake sends
+// the vendor: "<namespace>:<client key>", the namespace being the vault
+// key's id (or its idempotency scope's).
+func clientKey(vendorKey string) string {
+	_, k, _ := strings.Cut(vendorKey, ":")
+	return k
 }

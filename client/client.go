@@ -78,6 +78,13 @@ type Revocation = admin.RevokeResponse
 // Page is one page of a listing.
 type Page[T any] = admin.Page[T]
 
+// KeyPolicy is a key's scope, rate limit and idempotency scope;
+// ScopeFields its scope (also an issuer token's ceilings).
+type (
+	KeyPolicy   = admin.KeyPolicy
+	ScopeFields = admin.ScopeFields
+)
+
 // IssueParams describes a key to issue. Dollar amounts are decimal strings
 // ("500", "49.99"); ExpiresIn is a duration such as "30m" or "2h".
 type IssueParams struct {

@@ -208,16 +208,16 @@ func (p *Proxy) price(ctx context.Context, c *call, req *keybrake.VendorRequest)
 		}
 		return asError(err)
 	}
-	if scoped {
+	c.quote = q
+	c.a.Estimate, c.a.Step, c.a.Floor = q.Amount, q.Step, q.Floor
+	c.a.ObjectID, c.a.Exposure = headerValue(q.ObjectID, 128), q.Exposure && q.ObjectID != ""
+	if scoped { // after the price is known, so a refusal records what was asked
 		for _, obj := range fetch.read {
 			if e := sc.ScopeObject(c.key.Scope, c.op, obj.path, obj.body); e != nil {
 				return e
 			}
 		}
 	}
-	c.quote = q
-	c.a.Estimate, c.a.Step, c.a.Floor = q.Amount, q.Step, q.Floor
-	c.a.ObjectID, c.a.Exposure = headerValue(q.ObjectID, 128), q.Exposure && q.ObjectID != ""
 	return nil
 }
 

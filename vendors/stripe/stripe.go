@@ -161,7 +161,8 @@ type stripeError struct {
 // Lambda reads body.code) and adds Stripe's error object, which stripe-go
 // decodes into *stripe.Error{Code, Msg, HTTPStatusCode}. Stripe-Should-Retry
 // tells the SDKs whether retrying can help: never for a refusal, yes for an
-// idempotent request still in flight.
+// idempotent request still in flight and for a key's rate limit (the SDKs
+// then wait and retry by themselves; a 429 cap_exhausted they do not).
 func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
 	typ := "invalid_request_error"
 	if r.Status() >= 500 {
@@ -171,7 +172,7 @@ func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
 		typ = "idempotency_error"
 	}
 	h := http.Header{}
-	if r.Code == keybrake.CodeIdempotencyInProgress {
+	if r.Code == keybrake.CodeIdempotencyInProgress || r.Code == keybrake.CodeRateLimited {
 		h.Set("Stripe-Should-Retry", "true")
 	} else {
 		h.Set("Stripe-Should-Retry", "false")

@@ -564,7 +564,7 @@ func TestAuditRetention(t *testing.T) {
 // A cap_exhausted row records the price asked, not $0.
 func TestDenialRowCarriesThePriceAsked(t *testing.T) {
 	env := kbtest.Start(t)
-	k := env.Issue(t, client.IssueParams{DailyUSDCap: "1"})
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "1", AgentRunLabel: "run-denied"})
 	env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd")
 	before := env.Stripe.Requests()
 	r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd")
@@ -572,5 +572,10 @@ func TestDenialRowCarriesThePriceAsked(t *testing.T) {
 	row := lastAudit(t, env, k.ID)
 	if row.ID != e.CallID || row.Estimated.String() != "1.00" || row.Actual.String() != "0.00" || e.RequestedUSD != "1.00" {
 		t.Fatalf("cap_exhausted row %+v, reply %s", row.Call, r.Body)
+	}
+	// The run summary shows what was refused, beside what was spent.
+	sum, err := env.Admin.RunSummary(context.Background(), k.AgentRunLabel)
+	if err != nil || sum.Spent != keybrake.MicrosPerUSD || sum.DeniedUSD != keybrake.MicrosPerUSD || sum.Denied != 1 {
+		t.Fatalf("run summary %+v %v", sum, err)
 	}
 }

@@ -41,13 +41,14 @@ func NewTransport(timeout time.Duration) *http.Transport {
 
 // strippedRequestHeaders never reach a vendor: the client's credential
 // (replaced by the real one), Keybrake's own headers, method overrides that
-// would make the vendor execute a method other than the one matched, and
+// would make the vendor execute a method other than the one matched,
 // Accept-Encoding, so the transport decompresses and settlement can read
-// the answer.
+// the answer, and Content-Encoding: the body forwarded is the one Keybrake
+// read and encoded, never compressed.
 var strippedRequestHeaders = []string{
 	"Authorization", "Proxy-Authorization", "Cookie", "Keybrake-Item",
 	"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-Method",
-	"X-Original-URL", "X-Rewrite-URL", "Accept-Encoding",
+	"X-Original-URL", "X-Rewrite-URL", "Accept-Encoding", "Content-Encoding",
 }
 
 // forward sends a reserved call to the vendor. The vendor call is detached

@@ -11,11 +11,12 @@ import (
 // ScopeFrom is Twilio's scope field: the senders a key may use.
 const ScopeFrom = "twilio_from"
 
-// senderParams are the parameters that name who a message or call is from.
-var senderParams = []string{"From", "MessagingServiceSid"}
+// senderParams are the parameters that name who a message or call is from
+// (CallerId: the caller id a SIP or client call presents).
+var senderParams = []string{"From", "MessagingServiceSid", "CallerId"}
 
 func (v *Vendor) ScopeFields() []keybrake.ScopeField {
-	return []keybrake.ScopeField{{Name: ScopeFrom, Doc: "senders the key may use: From numbers (+15551234567, whatsapp:+…, an alphanumeric sender id) and MessagingServiceSid values (MG…); a message, call or participant must name one"}}
+	return []keybrake.ScopeField{{Name: ScopeFrom, Doc: "senders the key may use: From and CallerId numbers (+15551234567, whatsapp:+…, an alphanumeric sender id) and MessagingServiceSid values (MG…); a message, call or participant must name one"}}
 }
 
 // NormalizeScope accepts senders as Twilio writes them: printable, at most

@@ -48,10 +48,14 @@ func (p *Proxy) lookupKey(ctx context.Context, hash string) (*keybrake.Key, erro
 	if k := p.keys.get(hash); k != nil {
 		return k, nil
 	}
+	if p.keys.isUnknown(hash) {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DecisionTimeout)
 	defer cancel()
 	k, err := p.cfg.Ledger.KeyByHash(ctx, hash)
 	if errors.Is(err, keybrake.ErrNotFound) {
+		p.keys.markUnknown(hash)
 		return nil, nil
 	}
 	if err != nil {
@@ -63,12 +67,17 @@ func (p *Proxy) lookupKey(ctx context.Context, hash string) (*keybrake.Key, erro
 
 // keyCache holds immutable key policies by secret hash, and remembers the
 // keys the ledger called revoked (a revocation is final), so that their
-// next requests are refused before their bodies are read. When full it is
+// next requests are refused before their bodies are read. It also
+// remembers hashes the ledger did not know, so a flood of one unknown key
+// costs no store read each: that is safe because a vault key's secret is
+// random and first shown by the answer to the committed issue, so no one
+// can present it before its key exists, on any replica. When full a map is
 // simply emptied: correctness never depends on it.
 type keyCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]*cachedKey
+	mu      sync.RWMutex
+	max     int
+	m       map[string]*cachedKey
+	unknown map[string]struct{}
 }
 
 type cachedKey struct {
@@ -76,7 +85,25 @@ type cachedKey struct {
 	revoked atomic.Bool
 }
 
-func newKeyCache(max int) *keyCache { return &keyCache{max: max, m: map[string]*cachedKey{}} }
+func newKeyCache(max int) *keyCache {
+	return &keyCache{max: max, m: map[string]*cachedKey{}, unknown: map[string]struct{}{}}
+}
+
+func (kc *keyCache) isUnknown(hash string) bool {
+	kc.mu.RLock()
+	defer kc.mu.RUnlock()
+	_, ok := kc.unknown[hash]
+	return ok
+}
+
+func (kc *keyCache) markUnknown(hash string) {
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	if len(kc.unknown) >= kc.max {
+		kc.unknown = map[string]struct{}{}
+	}
+	kc.unknown[hash] = struct{}{}
+}
 
 func (kc *keyCache) get(hash string) *keybrake.Key {
 	kc.mu.RLock()

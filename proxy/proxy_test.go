@@ -178,6 +178,10 @@ func TestNoValidKeyIsCountedNotAudited(t *testing.T) {
 	if n := len(f.ledger.Attempts()); n != 0 {
 		t.Fatalf("%d requests with no valid key reached the ledger", n)
 	}
+	// The unknown (well-formed) key was looked up once; malformed ones never.
+	if f.ledger.lookups != 1 {
+		t.Fatalf("%d key lookups for 5 requests with one unknown key", f.ledger.lookups)
+	}
 	if f.upstream.requests() != 0 {
 		t.Fatal("the vendor received a request")
 	}

@@ -14,7 +14,9 @@ import (
 // denials) in the 60 seconds before now. It runs inside the decision,
 // under the key's lock, so the limit is exact across replicas: the
 // max_calls_per_minute-th latest such call is either older than a minute
-// (the call may go) or says when it will be (Retry-After).
+// (the call may go) or says when it will be (Retry-After). It is checked
+// before the Idempotency-Key is resolved, so a key at its limit waits for a
+// replay too: strict, and never more calls than the limit.
 func (s *Store) rateLimit(ctx context.Context, tx *sql.Tx, now time.Time, k *keybrake.Key, d *keybrake.Decision) (*keybrake.Error, error) {
 	var at int64
 	err := tx.QueryRowContext(ctx, `SELECT at FROM calls WHERE key_id = $1 AND at > $2 AND outcome IN ($3, $4, $5, $6)

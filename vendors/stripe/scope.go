@@ -72,6 +72,11 @@ func (v *Vendor) ScopeRequest(s keybrake.Scope, op *keybrake.Operation, params [
 // customer when the key is confined to customers.
 func (v *Vendor) ScopeBody(s keybrake.Scope, op *keybrake.Operation, _ []string, _ *keybrake.VendorRequest, p *keybrake.Prepared) *keybrake.Error {
 	form := p.Form
+	if form == nil && len(p.Body) > 0 && (s.Has(ScopeAccounts) || s.Has(ScopeCustomers)) {
+		// A body Prepare did not parse (an operation the pricing file added
+		// outside /v1): what it names cannot be checked, so it is refused.
+		return keybrake.ScopeViolation(ScopeCustomers, "%s carries a body Keybrake does not read, so this key's scope cannot be checked on it", op.Name)
+	}
 	if s.Has(ScopeAccounts) {
 		for _, f := range accountFields {
 			for _, val := range form[f] {

@@ -220,14 +220,3 @@ func (p *Proxy) price(ctx context.Context, c *call, req *keybrake.VendorRequest)
 	}
 	return nil
 }
-
-// reject answers a request that presented no valid key. It is not audited
-// one row each (a flood of them would fill the ledger and slow every real
-// call): it is counted by code in the metrics, and its log line is sampled
-// (logCall).
-func (p *Proxy) reject(w http.ResponseWriter, c *call, e *keybrake.Error) {
-	if e.Err != nil {
-		p.log.Error("ledger unavailable", "err", e.Err.Error())
-	}
-	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
-}

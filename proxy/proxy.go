@@ -1,11 +1,19 @@
-// Package proxy is Keybrake's vendor-facing HTTP handler. For each request it
-// authenticates the vault key, checks the raw request target is canonical,
-// resolves it to one operation of the vendor's catalogue (a path that
-// resolves to none does not exist), matches the key's allow-list, has the
-// operation price the call, and asks the ledger for one atomic decision
-// (status, expiry, caps, reservation, idempotency). Only a committed
-// reservation is forwarded, through httputil.ReverseProxy with the real
-// credential; the answer is settled and audited before the client sees it.
+// Package proxy is Keybrake's vendor-facing HTTP handler. Each request goes
+// through one pipeline (ServeHTTP):
+//
+//   - admit (admit.go): everything that needs no ledger, cheapest first —
+//     the vault key (keys.go: credential and cache), the canonical target,
+//     the catalogue operation and the allow-list, the headers and the scope
+//     they name, and only then the body, which the vendor re-encodes and
+//     the operation prices (operation.go: resolve, lookups, finalize);
+//   - one ledger decision (deadline.go): status, expiry, rate limit, caps,
+//     reservation, idempotency and the audit row, in one transaction;
+//   - replay, deny (reply.go) or forward (forward.go): httputil.ReverseProxy
+//     with the real credential and the headers Keybrake decided; the answer
+//     is settled before the client sees it.
+//
+// Only a committed reservation is forwarded, and only the body that was
+// priced.
 package proxy
 
 import (
@@ -192,42 +200,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p.finalize(w, c):
 		p.forward(w, r, c)
 	}
-}
-
-// undecided answers a request the ledger could not decide: nothing was
-// forwarded. A refusal stands even if it cannot be recorded.
-func (p *Proxy) undecided(w http.ResponseWriter, c *call, err error) {
-	if e := c.a.Denial; e != nil {
-		p.log.Error("audit row for a denial not written", "err", err.Error(), "code", string(e.Code))
-		p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
-		return
-	}
-	p.log.Error("ledger unavailable", "err", err.Error())
-	e := p.unavailable(err)
-	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message})
-}
-
-func (p *Proxy) deny(w http.ResponseWriter, c *call, d keybrake.Decision) {
-	e := d.Err
-	if e == nil {
-		e = keybrake.Errorf(keybrake.CodeInternal, "request refused")
-	}
-	reply := &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field, CallID: d.CallID}
-	if d.Key != nil {
-		reply.KeyID = d.Key.ID
-	}
-	switch e.Code {
-	case keybrake.CodeCapExhausted:
-		capUSD, req := d.Cap, d.Requested
-		spent, reserved := d.Usage.SpentToday, d.Usage.ReservedToday
-		if d.CapName == "total" {
-			spent, reserved = d.Usage.Spent, d.Usage.Reserved
-		}
-		reply.CapName, reply.CapUSD, reply.SpentUSD, reply.ReservedUSD, reply.RequestedUSD = d.CapName, &capUSD, &spent, &reserved, &req
-	case keybrake.CodeRateLimited:
-		reply.RetryAfter = max(1, int((d.RetryAfter+time.Second-1)/time.Second))
-	}
-	p.writeError(w, c, reply)
 }
 
 // vendorOfPath guesses the vendor a request is meant for, from a

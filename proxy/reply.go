@@ -12,6 +12,53 @@ import (
 	"github.com/keybrake/keybrake"
 )
 
+// undecided answers a request the ledger could not decide: nothing was
+// forwarded. A refusal stands even if it cannot be recorded.
+func (p *Proxy) undecided(w http.ResponseWriter, c *call, err error) {
+	if e := c.a.Denial; e != nil {
+		p.log.Error("audit row for a denial not written", "err", err.Error(), "code", string(e.Code))
+		p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
+		return
+	}
+	p.log.Error("ledger unavailable", "err", err.Error())
+	e := p.unavailable(err)
+	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message})
+}
+
+func (p *Proxy) deny(w http.ResponseWriter, c *call, d keybrake.Decision) {
+	e := d.Err
+	if e == nil {
+		e = keybrake.Errorf(keybrake.CodeInternal, "request refused")
+	}
+	reply := &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field, CallID: d.CallID}
+	if d.Key != nil {
+		reply.KeyID = d.Key.ID
+	}
+	switch e.Code {
+	case keybrake.CodeCapExhausted:
+		capUSD, req := d.Cap, d.Requested
+		spent, reserved := d.Usage.SpentToday, d.Usage.ReservedToday
+		if d.CapName == "total" {
+			spent, reserved = d.Usage.Spent, d.Usage.Reserved
+		}
+		reply.CapName, reply.CapUSD, reply.SpentUSD, reply.ReservedUSD, reply.RequestedUSD = d.CapName, &capUSD, &spent, &reserved, &req
+	case keybrake.CodeRateLimited:
+		reply.RetryAfter = max(1, int((d.RetryAfter+time.Second-1)/time.Second))
+	}
+	p.writeError(w, c, reply)
+}
+
+// reject answers a request that presented no valid key. It is not audited
+// one row each (a flood of them would fill the ledger and slow every real
+// call): it is counted by code in the metrics, and its log line is sampled
+// (logCall).
+func (p *Proxy) reject(w http.ResponseWriter, c *call, e *keybrake.Error) {
+	if e.Err != nil {
+		p.log.Error("ledger unavailable", "err", e.Err.Error())
+	}
+	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
+}
+
 // writeError sends a refusal in the vendor's error shape (Keybrake's own
 // when the vendor is not known yet).
 func (p *Proxy) writeError(w http.ResponseWriter, c *call, reply *keybrake.ErrorReply) {

@@ -112,6 +112,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call) *keybrake
 		return e
 	}
 	if c.a.IdempotencyKey != "" {
+		c.a.VendorIdempotencyKey = keybrake.VendorIdempotencyKey(c.key.IdempotencyNamespace(), c.a.IdempotencyKey)
 		c.a.Fingerprint = fingerprint(r.Method, c.vendor.Name(), path, query, body)
 		c.a.VendorDedupes = c.vendor.DedupesIdempotency()
 		c.a.IdempotencyTTL = p.cfg.IdempotencyTTL

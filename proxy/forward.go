@@ -111,7 +111,11 @@ func setDecidedHeaders(h http.Header, c *call) {
 	}
 	h.Del("Idempotency-Key")
 	if c.a.IdempotencyKey != "" {
-		h.Set("Idempotency-Key", keybrake.VendorIdempotencyKey(c.key.IdempotencyNamespace(), c.a.IdempotencyKey))
+		vk := c.decision.VendorIdempotencyKey // a retry re-sends what its first attempt sent
+		if vk == "" {
+			vk = c.a.VendorIdempotencyKey
+		}
+		h.Set("Idempotency-Key", vk)
 	}
 }
 

@@ -184,13 +184,13 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		return err
 	}
 	if claim {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO idempotency (key_id, idem_key, fingerprint, call_id, state, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, k.ID, a.IdempotencyKey, a.Fingerprint, id, idemInFlight,
-			micros(now.Add(a.IdempotencyTTL))); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO idempotency (key_id, idem_key, fingerprint, call_id, state, expires_at, vendor_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, k.ID, a.IdempotencyKey, a.Fingerprint, id, idemInFlight,
+			micros(now.Add(a.IdempotencyTTL)), a.VendorIdempotencyKey); err != nil {
 			return err
 		}
 	}
-	d.CallID, d.Allowed, d.Reserved = id, true, amount
+	d.CallID, d.Allowed, d.Reserved, d.VendorIdempotencyKey = id, true, amount, a.VendorIdempotencyKey
 	d.Usage.Reserved += amount
 	d.Usage.ReservedToday += amount
 	d.Usage.Calls++
@@ -204,16 +204,16 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Time, a *keybrake.Attempt,
 	k *keybrake.Key, d *keybrake.Decision, deny func(*keybrake.Key, *keybrake.Error, int) error) (bool, error) {
 	var (
-		fp, state string
-		callID    int64
+		fp, state, vendorKey string
+		callID               int64
 		status    sql.NullInt64
 		header    sql.NullString
 		body      []byte
 		expires   int64
 	)
-	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at
+	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at, vendor_key
 		FROM idempotency WHERE key_id = $1 AND idem_key = $2`, k.ID, a.IdempotencyKey).
-		Scan(&fp, &callID, &state, &status, &header, &body, &expires)
+		Scan(&fp, &callID, &state, &status, &header, &body, &expires, &vendorKey)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -259,6 +259,13 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Tim
 		if !a.VendorDedupes {
 			return true, deny(k, keybrake.Errorf(keybrake.CodeOutcomeUnknown,
 				"an earlier attempt with Idempotency-Key %q (call %d) has an unknown outcome and %s does not deduplicate retries; it was not sent again, check the vendor before retrying with a new key", a.IdempotencyKey, callID, a.Vendor), 0)
+		}
+		// The retry goes out with the key the unknown attempt sent, so the
+		// vendor deduplicates it ('' for a record older than namespacing:
+		// that attempt sent the client's key as it was).
+		d.VendorIdempotencyKey = vendorKey
+		if vendorKey == "" {
+			d.VendorIdempotencyKey = a.IdempotencyKey
 		}
 		return true, s.takeOver(ctx, tx, now, a, k, d, callID)
 	default:

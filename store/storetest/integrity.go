@@ -245,3 +245,35 @@ func testPruneCalls(t *testing.T, s store.Store) {
 		t.Errorf("usage moved: %+v, was %+v", after, before)
 	}
 }
+
+// testIdempotencyVendorKey: a retry after an unknown outcome is sent with
+// the vendor Idempotency-Key its first attempt sent (so the vendor
+// deduplicates it), whatever the retry would send on its own; a record from
+// before vendor keys were namespaced (none stored) re-sends the client's
+// key as it was.
+func testIdempotencyVendorKey(t *testing.T, s store.Store) {
+	k, _ := newKey(t, s)
+	attempt := func(key, vendorKey string) keybrake.Attempt {
+		a := idem(charge(k, usd), key, "fp", true)
+		a.VendorIdempotencyKey = vendorKey
+		return a
+	}
+	unknown := func(id int64) {
+		settle(t, s, keybrake.Settlement{CallID: id, Outcome: keybrake.OutcomeUnknown, Status: 502})
+	}
+	first := mustAllow(t, s, attempt("k1", "vk_a:k1"))
+	if first.VendorIdempotencyKey != "vk_a:k1" {
+		t.Fatalf("first attempt sends %q", first.VendorIdempotencyKey)
+	}
+	unknown(first.CallID)
+	retry := mustAllow(t, s, attempt("k1", "vk_changed:k1"))
+	if retry.RetryOf != first.CallID || retry.VendorIdempotencyKey != "vk_a:k1" {
+		t.Fatalf("retry of %d sends %q (retry of %d)", first.CallID, retry.VendorIdempotencyKey, retry.RetryOf)
+	}
+	legacy := mustAllow(t, s, attempt("k2", ""))
+	unknown(legacy.CallID)
+	if r := mustAllow(t, s, attempt("k2", "vk_a:k2")); r.RetryOf != legacy.CallID || r.VendorIdempotencyKey != "k2" {
+		t.Fatalf("retry of a legacy record sends %q", r.VendorIdempotencyKey)
+	}
+	checkLedger(t, s, k.ID)
+}

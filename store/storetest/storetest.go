@@ -82,6 +82,7 @@ func Run(t *testing.T, open Opener) {
 		{"RateLimit", testRateLimit},
 		{"DenialRowsCarryThePrice", testDenialRowsCarryThePrice},
 		{"PruneCalls", testPruneCalls},
+		{"IdempotencyVendorKey", testIdempotencyVendorKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -13,8 +13,13 @@ ALTER TABLE issuer_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT '{}';
 -- The rate limit counts a key's calls of the last minute, inside its
 -- decision; audit retention reads rows by age.
 CREATE INDEX calls_by_key_at ON calls (key_id, at);
+-- The Idempotency-Key the first attempt sent the vendor (namespaced to the
+-- vault key), so a retry after an unknown outcome re-sends exactly it; ''
+-- for a record made before: the client's key went as it was.
+ALTER TABLE idempotency ADD COLUMN vendor_key TEXT NOT NULL DEFAULT '';
 
 -- +goose Down
+ALTER TABLE idempotency DROP COLUMN vendor_key;
 DROP INDEX calls_by_key_at;
 ALTER TABLE issuer_tokens DROP COLUMN scope;
 ALTER TABLE issuer_tokens DROP COLUMN max_outstanding_cap;

@@ -206,10 +206,10 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Tim
 	var (
 		fp, state, vendorKey string
 		callID               int64
-		status    sql.NullInt64
-		header    sql.NullString
-		body      []byte
-		expires   int64
+		status               sql.NullInt64
+		header               sql.NullString
+		body                 []byte
+		expires              int64
 	)
 	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at, vendor_key
 		FROM idempotency WHERE key_id = $1 AND idem_key = $2`, k.ID, a.IdempotencyKey).

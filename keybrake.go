@@ -161,10 +161,11 @@ type RunSummary struct {
 	Reserved      Micros          `json:"reserved_usd"`
 	ByEndpoint    []EndpointSpend `json:"by_endpoint"`
 	DeniedByCode  map[Code]int64  `json:"denied_by_code"`
+	FirstCall     *time.Time      `json:"first_call_at"`
+	LastCall      *time.Time      `json:"last_call_at"`
+
 	// DeniedUSD is what the refused calls asked for (their estimates).
-	DeniedUSD Micros     `json:"denied_usd"`
-	FirstCall *time.Time `json:"first_call_at"`
-	LastCall  *time.Time `json:"last_call_at"`
+	DeniedUSD Micros `json:"denied_usd"`
 }
 
 // RunKey is one key of a run summary.

@@ -204,13 +204,14 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Time, a *keybrake.Attempt,
 	k *keybrake.Key, d *keybrake.Decision, deny func(*keybrake.Key, *keybrake.Error, int) error) (bool, error) {
 	var (
-		fp, state, vendorKey string
-		callID               int64
-		status               sql.NullInt64
-		header               sql.NullString
-		body                 []byte
-		expires              int64
+		fp, state string
+		callID    int64
+		status    sql.NullInt64
+		header    sql.NullString
+		body      []byte
+		expires   int64
 	)
+	var vendorKey string
 	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at, vendor_key
 		FROM idempotency WHERE key_id = $1 AND idem_key = $2`, k.ID, a.IdempotencyKey).
 		Scan(&fp, &callID, &state, &status, &header, &body, &expires, &vendorKey)

@@ -579,3 +579,66 @@ func TestDenialRowCarriesThePriceAsked(t *testing.T) {
 		t.Fatalf("run summary %+v %v", sum, err)
 	}
 }
+
+// A retry that takes over an unknown attempt, and finds that attempt still
+// running at the vendor (409 in progress), must not release the
+// reservation: the first attempt may yet move the money. Found under load
+// (602 customers charged for a $600 cap in TestSeedRetryScenario): the
+// vendor call outlived --upstream-timeout, the retry got Stripe's 409, and
+// the $1 was released while Stripe charged it.
+func TestRetryMeetingTheFirstAttemptStillAtTheVendor(t *testing.T) {
+	var mu sync.Mutex
+	state := map[string]string{} // Idempotency-Key → "running" | the answer
+	intents := 0
+	release := make(chan struct{})
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		w.Header().Set("Content-Type", "application/json")
+		mu.Lock()
+		switch st := state[key]; {
+		case st == "running":
+			mu.Unlock()
+			w.WriteHeader(409)
+			fmt.Fprint(w, `{"error":{"type":"idempotency_error","code":"idempotency_key_in_use"}}`)
+			return
+		case st != "":
+			mu.Unlock()
+			w.Header().Set("Idempotent-Replayed", "true")
+			fmt.Fprint(w, st)
+			return
+		}
+		state[key] = "running"
+		mu.Unlock()
+		<-release // slower than Keybrake's upstream timeout
+		mu.Lock()
+		intents++
+		state[key] = `{"id":"pi_slow","object":"payment_intent","amount":500,"currency":"usd"}`
+		mu.Unlock()
+		fmt.Fprint(w, state[key])
+	})
+	env := kbtest.Start(t, kbtest.Options{Upstream: upstream, Configure: func(cfg *server.Config) { cfg.UpstreamTimeout = time.Second }})
+	t.Cleanup(let) // runs before the servers close: a failure must not leave the vendor's handler waiting
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "100"})
+	send := func() *kbtest.Response {
+		return env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=500&currency=usd", "Idempotency-Key", "slow-1")
+	}
+	if r := send(); r.Status != 502 {
+		t.Fatalf("first attempt: %d %s", r.Status, r.Body)
+	}
+	if r := send(); r.Status != 409 {
+		t.Fatalf("retry while the first runs: %d %s", r.Status, r.Body)
+	}
+	if v := getKey(t, env, k.ID); *v.SpentUSD+*v.ReservedUSD != 5*keybrake.MicrosPerUSD {
+		t.Fatalf("the $5 the first attempt may move is no longer counted: spent $%s, reserved $%s", v.SpentUSD, v.ReservedUSD)
+	}
+	let()
+	waitFor(t, 10*time.Second, "the vendor applies the first attempt", func() bool { mu.Lock(); defer mu.Unlock(); return intents == 1 })
+	if r := send(); r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry after it completed: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	if v := getKey(t, env, k.ID); *v.SpentUSD != 5*keybrake.MicrosPerUSD || *v.ReservedUSD != 0 || intents != 1 {
+		t.Fatalf("spent $%s, reserved $%s, %d PaymentIntents", v.SpentUSD, v.ReservedUSD, intents)
+	}
+}

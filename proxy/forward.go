@@ -168,7 +168,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 //     does not say, or cannot be read), or at zero for a vendor's own
 //     idempotent replay of a first attempt counted elsewhere;
 //   - 409 and 429: the vendor did not act, and the Idempotency-Key is freed
-//     for a fresh attempt;
+//     for a fresh attempt; but for a retry that took over an unknown
+//     attempt's reservation, the outcome stays unknown (the first attempt
+//     may still be running at the vendor);
 //   - any other status: a definite answer; the reservation is released;
 //   - a body cut off before its end: unknown, unless it was a 2xx.
 //
@@ -197,6 +199,12 @@ func (c *call) settlement(status int, h http.Header, body []byte, truncated bool
 			actual, st.ReconcileDue = 0, false
 		}
 		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
+	case (status == http.StatusConflict || status == http.StatusTooManyRequests) && c.decision.RetryOf != 0:
+		// A retry of an unknown attempt: the vendor did not act on this
+		// request, but its 409 may be the first attempt still running
+		// there (a timeout cut Keybrake off it). The reservation is that
+		// attempt's, so it stays counted and the outcome stays unknown.
+		st.Outcome = keybrake.OutcomeUnknown
 	case status == http.StatusConflict || status == http.StatusTooManyRequests:
 		st.ReleaseIdempotency = true // the vendor did not act; a retry may go through
 	}

@@ -44,18 +44,21 @@ const (
 	CodeUnknownOperation       Code = "unknown_operation"
 	CodeOperationForbidden     Code = "operation_forbidden"
 	CodeLookupFailed           Code = "lookup_failed"
+	CodeScopeViolation         Code = "scope_violation"
+	CodeRateLimited            Code = "rate_limited"
+	CodeAmbiguousHeader        Code = "ambiguous_header"
 )
 
 // HTTPStatus is the status a code is answered with.
 func (c Code) HTTPStatus() int {
 	switch c {
 	case CodeInvalidRequest, CodeNonCanonicalPath, CodeUnpriceableRequest,
-		CodeCurrencyNotPriced, CodeInvalidIdempotencyKey:
+		CodeCurrencyNotPriced, CodeInvalidIdempotencyKey, CodeAmbiguousHeader:
 		return http.StatusBadRequest
 	case CodeUnauthorized, CodeInvalidVaultKey, CodeKeyRevoked, CodeKeyExpired:
 		return http.StatusUnauthorized
 	case CodeVendorMismatch, CodeEndpointNotAllowed, CodeIssuerLimitExceeded, CodeForbidden,
-		CodeUnknownOperation, CodeOperationForbidden:
+		CodeUnknownOperation, CodeOperationForbidden, CodeScopeViolation:
 		return http.StatusForbidden
 	case CodeNotFound, CodeUnknownVendor:
 		return http.StatusNotFound
@@ -67,7 +70,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusRequestEntityTooLarge
 	case CodeUnsupportedContentType:
 		return http.StatusUnsupportedMediaType
-	case CodeCapExhausted:
+	case CodeCapExhausted, CodeRateLimited:
 		return http.StatusTooManyRequests
 	case CodeUpstreamUnreachable:
 		return http.StatusBadGateway
@@ -122,3 +125,13 @@ var (
 	// proxy answers 503 store_unavailable and forwards nothing.
 	ErrStoreUnavailable = errors.New("store unavailable")
 )
+
+// ErrorMessage is the client-facing message of err: an *Error's Message,
+// else the error's text.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}

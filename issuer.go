@@ -17,8 +17,15 @@ type IssuerToken struct {
 	Vendors      []string      // vendors it may issue keys for
 	Endpoints    Rules         // every endpoint of a key must be covered by one of these
 	MaxExpiresIn time.Duration // a key's expires_in may not exceed it
-	CreatedAt    time.Time
-	RevokedAt    *time.Time
+	// MaxOutstanding, when set, bounds the sum of the daily caps of the
+	// token's active keys: what a stolen token can mint in total. The store
+	// enforces it in the transaction that inserts a key.
+	MaxOutstanding Micros
+	// Scope, when set, is a ceiling on the scope of the keys it issues:
+	// each field it restricts, a key must restrict to a subset.
+	Scope     Scope
+	CreatedAt time.Time
+	RevokedAt *time.Time
 }
 
 // Permits checks a key about to be issued against the token's ceilings and
@@ -39,6 +46,12 @@ func (t *IssuerToken) Permits(k *Key, ttl time.Duration, cat *Catalog) *Error {
 	}
 	if t.MaxTotalCap > 0 && (k.TotalCap == 0 || k.TotalCap > t.MaxTotalCap) {
 		return deny("max_total_usd_cap", "issuer token %s requires a total_usd_cap of at most $%s", t.Name, t.MaxTotalCap)
+	}
+	if field, ok := k.Scope.Within(t.Scope); !ok {
+		return deny(field, "issuer token %s only issues keys whose %s is a subset of %v", t.Name, field, t.Scope[field])
+	}
+	if t.MaxOutstanding > 0 && k.DailyCap > t.MaxOutstanding {
+		return deny("max_outstanding_usd", "daily_usd_cap $%s is above issuer token %s's max_outstanding_usd of $%s", k.DailyCap, t.Name, t.MaxOutstanding)
 	}
 	if ttl > t.MaxExpiresIn {
 		return deny("max_expires_in", "expires_in %s is longer than issuer token %s's ceiling of %s", ttl, t.Name, t.MaxExpiresIn)

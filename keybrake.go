@@ -39,6 +39,17 @@ type Key struct {
 	// AlertThresholds are percents of the daily cap at which a
 	// key.spend_threshold event fires (see NormalizeThresholds); none: off.
 	AlertThresholds []int `json:"alert_thresholds"`
+
+	// Scope confines the key to named accounts, customers, senders or
+	// domains (see Scope); nil restricts nothing.
+	Scope Scope `json:"-"`
+	// MaxCallsPerMinute, when set, bounds the calls the key forwards in
+	// any 60 seconds, decided in the decision's transaction (rate_limited).
+	MaxCallsPerMinute int `json:"max_calls_per_minute,omitempty"`
+	// IdempotencyScope, when set, makes the key share its vendor
+	// Idempotency-Key namespace with the other keys its issuer gave the
+	// same scope (see IdempotencyNamespace).
+	IdempotencyScope string `json:"idempotency_scope,omitempty"`
 }
 
 // StatusAt is the key's status at the given instant.
@@ -155,6 +166,9 @@ type RunSummary struct {
 	DeniedByCode  map[Code]int64  `json:"denied_by_code"`
 	FirstCall     *time.Time      `json:"first_call_at"`
 	LastCall      *time.Time      `json:"last_call_at"`
+
+	// DeniedUSD is what the refused calls asked for (their estimates).
+	DeniedUSD Micros `json:"denied_usd"`
 }
 
 // RunKey is one key of a run summary.

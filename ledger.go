@@ -43,6 +43,10 @@ type Attempt struct {
 	// and body: the same key with another fingerprint is refused.
 	IdempotencyKey string
 	Fingerprint    string
+	// VendorIdempotencyKey is what the vendor receives as Idempotency-Key
+	// (see VendorIdempotencyKey); the claim stores it, so that a retry
+	// after an unknown outcome re-sends exactly what the first attempt sent.
+	VendorIdempotencyKey string
 	// VendorDedupes: the vendor itself deduplicates on Idempotency-Key
 	// (Stripe, Resend), so a retry after an unknown outcome may be
 	// forwarded again. When false (Twilio) such a retry is refused with
@@ -73,6 +77,13 @@ type Decision struct {
 	// RetryOf is set when this call took over the reservation of an earlier
 	// attempt with the same Idempotency-Key whose outcome was unknown.
 	RetryOf int64
+	// VendorIdempotencyKey is the Idempotency-Key to send the vendor: the
+	// attempt's own, or, for a retry that took over an unknown attempt, the
+	// one that attempt sent.
+	VendorIdempotencyKey string
+
+	// RetryAfter, for rate_limited, is when the key may forward again.
+	RetryAfter time.Duration
 
 	Key    *Key // nil for an unknown key; its state and caps only (no Rules or Metadata)
 	Status KeyStatus

@@ -97,6 +97,11 @@ type Prepared struct {
 	// FetchHeader is sent with the lookups that price the call, so they read
 	// the object the call acts on (Stripe-Account, Stripe-Version).
 	FetchHeader http.Header
+	// Header holds the client headers the vendor read and forwards on
+	// purpose (Stripe-Account, Stripe-Context, Stripe-Version). The proxy
+	// sets them on the forwarded request itself, so a Connection header
+	// naming one cannot make the vendor act without it.
+	Header http.Header
 }
 
 // ErrorReply is a Keybrake refusal. Every vendor shape carries at least the
@@ -113,6 +118,8 @@ type ErrorReply struct {
 	SpentUSD     *Micros `json:"spent_usd,omitempty"`
 	ReservedUSD  *Micros `json:"reserved_usd,omitempty"`
 	RequestedUSD *Micros `json:"requested_usd,omitempty"`
+	// RetryAfter, in seconds, for rate_limited (also the Retry-After header).
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // Status is the HTTP status the reply is sent with.

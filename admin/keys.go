@@ -28,6 +28,8 @@ type IssueRequest struct {
 	Metadata         map[string]string `json:"metadata"`
 
 	AlertThresholds *[]int `json:"alert_thresholds"` // absent: the default; []: none
+
+	KeyPolicy // scope, max_calls_per_minute, idempotency_scope (policy.go)
 }
 
 // Limits on free-text fields of a key.
@@ -72,6 +74,8 @@ type KeyJSON struct {
 	// AllowedOperations lists, for each allowed endpoint, the catalogue
 	// operations it grants (grants.go).
 	AllowedOperations []RuleGrant `json:"allowed_operations,omitempty"`
+
+	KeyPolicy // scope, max_calls_per_minute, idempotency_scope (policy.go)
 }
 
 func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
@@ -79,7 +83,7 @@ func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
 		ID: k.ID, Vendor: k.Vendor, Status: status, DailyUSDCap: k.DailyCap,
 		AllowedEndpoints: k.Rules.Strings(), AgentRunLabel: k.AgentRunLabel, AgentName: k.AgentName,
 		Metadata: k.Metadata, IssuerID: k.IssuerID, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
-		AlertThresholds: nonNil(k.AlertThresholds),
+		AlertThresholds: nonNil(k.AlertThresholds), KeyPolicy: policyJSON(k),
 	}
 	if k.TotalCap > 0 {
 		out.TotalUSDCap = &k.TotalCap
@@ -195,6 +199,9 @@ func (a *API) ValidateIssue(req *IssueRequest) (*keybrake.Key, time.Duration, *k
 		k.Metadata = req.Metadata
 	}
 	if k.AlertThresholds, err = alertThresholds(req.AlertThresholds); err != nil {
+		return nil, 0, err
+	}
+	if err = a.validatePolicy(&req.KeyPolicy, req.Vendor, k); err != nil {
 		return nil, 0, err
 	}
 	return k, ttl, nil

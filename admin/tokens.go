@@ -18,6 +18,10 @@ type TokenRequest struct {
 	Vendors      []string        `json:"vendors"`
 	Endpoints    []string        `json:"endpoints"`
 	MaxExpiresIn json.RawMessage `json:"max_expires_in"`
+	// MaxOutstandingUSD bounds the sum of the daily caps of the token's
+	// active keys; ScopeFields are ceilings on its keys' scope.
+	MaxOutstandingUSD json.RawMessage `json:"max_outstanding_usd"`
+	ScopeFields
 }
 
 // TokenJSON is an issuer token as the API shows it; Token (the secret) only
@@ -34,6 +38,9 @@ type TokenJSON struct {
 	MaxExpiresIn string           `json:"max_expires_in"`
 	CreatedAt    time.Time        `json:"created_at"`
 	RevokedAt    *time.Time       `json:"revoked_at,omitempty"`
+
+	MaxOutstandingUSD *keybrake.Micros `json:"max_outstanding_usd,omitempty"`
+	ScopeFields
 }
 
 func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
@@ -42,6 +49,10 @@ func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
 	if t.MaxTotalCap > 0 {
 		out.MaxTotalUSD = &t.MaxTotalCap
 	}
+	if t.MaxOutstanding > 0 {
+		out.MaxOutstandingUSD = &t.MaxOutstanding
+	}
+	out.ScopeFields = scopeFieldsOf(t.Scope)
 	if t.RevokedAt != nil {
 		out.Status = "revoked"
 	}
@@ -93,6 +104,10 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	t.Endpoints = rules
 	if t.MaxExpiresIn, e = a.duration("max_expires_in", req.MaxExpiresIn); e != nil {
+		writeError(w, e)
+		return
+	}
+	if t.MaxOutstanding, t.Scope, e = a.tokenPolicy(&req, t); e != nil {
 		writeError(w, e)
 		return
 	}

@@ -78,6 +78,13 @@ type Revocation = admin.RevokeResponse
 // Page is one page of a listing.
 type Page[T any] = admin.Page[T]
 
+// KeyPolicy is a key's scope, rate limit and idempotency scope;
+// ScopeFields its scope (also an issuer token's ceilings).
+type (
+	KeyPolicy   = admin.KeyPolicy
+	ScopeFields = admin.ScopeFields
+)
+
 // IssueParams describes a key to issue. Dollar amounts are decimal strings
 // ("500", "49.99"); ExpiresIn is a duration such as "30m" or "2h".
 type IssueParams struct {
@@ -94,6 +101,10 @@ type IssueParams struct {
 	// AlertThresholds: nil takes the server's default ([50, 80, 100]);
 	// a pointer to an empty list turns the alerts off.
 	AlertThresholds *[]int `json:"alert_thresholds,omitempty"`
+
+	// Scope fields, max_calls_per_minute and idempotency_scope (see
+	// admin.KeyPolicy).
+	admin.KeyPolicy
 }
 
 // IssueKey creates a vault key. The secret is in the answer's VaultKey and
@@ -260,6 +271,11 @@ type TokenParams struct {
 	Vendors      []string `json:"vendors"`
 	Endpoints    []string `json:"endpoints"`
 	MaxExpiresIn string   `json:"max_expires_in"`
+	// MaxOutstandingUSD bounds the sum of the daily caps of the token's
+	// active keys.
+	MaxOutstandingUSD string `json:"max_outstanding_usd,omitempty"`
+	// Ceilings on the scope of the keys it issues.
+	admin.ScopeFields
 }
 
 // CreateToken creates an issuer token (admin token only). The secret is in

@@ -108,18 +108,21 @@ func TestIdempotentReplay(t *testing.T) {
 	if e.Error == nil || e.Error.Type != "idempotency_error" {
 		t.Fatalf("Stripe error type: %s", r.Body)
 	}
-	// ... but the same key on another vault key is another scope for
-	// Keybrake: it is forwarded (and Stripe, which scopes keys to the
-	// account, answers from its own idempotency cache).
+	// ... and the same key on another vault key is another request
+	// altogether: Keybrake scopes it to the vault key, and so does what
+	// Stripe receives (<key id>:<client key>), so key B can neither read
+	// nor poison key A's PaymentIntent through Stripe's idempotency cache.
 	other := env.Issue(t, client.IssueParams{})
 	before = stripe.Requests()
 	if r := env.Do(t, other.VaultKey, "POST", "/stripe/v1/payment_intents", "application/json", `{"amount":100,"currency":"usd"}`, "Idempotency-Key", "exec-1-0"); r.Status != 200 || r.Header.Get("Keybrake-Idempotent-Replayed") != "" || stripe.Requests() != before+1 {
 		t.Fatalf("other key, same Idempotency-Key: %d %v", r.Status, r.Header)
 	}
-	// Stripe replayed the first charge: the other key spent nothing (an SQS
-	// redelivery under a new key, say, is not counted twice).
-	if v := getKey(t, env, other.ID); v.SpentUSD.String() != "0.00" || len(stripe.Intents()) != 1 {
-		t.Fatalf("other key spent %s; charges %d", v.SpentUSD, len(stripe.Intents()))
+	got := stripe.Received()
+	if a, b := got[0].Header.Get("Idempotency-Key"), got[len(got)-1].Header.Get("Idempotency-Key"); a != k.ID+":exec-1-0" || b != other.ID+":exec-1-0" {
+		t.Fatalf("Stripe received Idempotency-Keys %q and %q", a, b)
+	}
+	if v := getKey(t, env, other.ID); v.SpentUSD.String() != "1.00" || len(stripe.Intents()) != 2 {
+		t.Fatalf("other key spent %s; charges %d: it made its own PaymentIntent and paid for it", v.SpentUSD, len(stripe.Intents()))
 	}
 }
 

@@ -54,8 +54,8 @@ func TestSeedLambdaRequestIsForwardedAsStripeForm(t *testing.T) {
 	if h.Get("Content-Type") != "application/x-www-form-urlencoded" {
 		t.Fatalf("upstream Content-Type %q", h.Get("Content-Type"))
 	}
-	if h.Get("Idempotency-Key") != "exec-1-7" || h.Get("Stripe-Version") != "2024-06-20" {
-		t.Fatalf("Idempotency-Key and Stripe-Version must pass through: %v", h)
+	if h.Get("Idempotency-Key") != k.ID+":exec-1-7" || h.Get("Stripe-Version") != "2024-06-20" {
+		t.Fatalf("Idempotency-Key (namespaced to the vault key) and Stripe-Version must pass through: %v", h)
 	}
 	for _, stripped := range []string{"Keybrake-Item", "X-Http-Method-Override", "Cookie", "X-Forwarded-For"} {
 		if h.Get(stripped) != "" {
@@ -160,13 +160,31 @@ func TestDenials(t *testing.T) {
 		{"idempotency key too long", key.VaultKey, "POST", "/v1/payment_intents", form, pi, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "invalid_idempotency_key"},
 		{"body too large", key.VaultKey, "POST", "/v1/payment_intents", form, pi + "&metadata[x]=" + strings.Repeat("x", 1<<20), nil, 413, "request_too_large"},
 	}
+	lastRow := func(t *testing.T) int64 {
+		page, err := env.Admin.ListCalls(t.Context(), client.ListCallsParams{Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Data) == 0 {
+			return 0
+		}
+		return page.Data[0].ID
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := env.Stripe.Requests()
+			before, lastBefore := env.Stripe.Requests(), lastRow(t)
 			r := env.Do(t, c.vaultKey, c.method, c.path, c.ctype, c.body, c.header...)
 			e := expectDenied(t, env.Stripe, before, r, c.status, c.code)
 			if e.Error == nil || e.Error.Code != c.code {
 				t.Fatalf("the Stripe route must add Stripe's error object with the code: %s", r.Body)
+			}
+			if c.code == "invalid_vault_key" {
+				// No valid key: counted and sampled in the log, not audited
+				// one row each (a flood of them must not fill the ledger).
+				if e.CallID != 0 || lastRow(t) != lastBefore {
+					t.Fatalf("a request with no valid key wrote an audit row: %s", r.Body)
+				}
+				return
 			}
 			if e.CallID == 0 {
 				t.Fatalf("no audit row id in %s", r.Body)

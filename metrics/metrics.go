@@ -78,7 +78,7 @@ func New(opt Options) *Metrics {
 	}, []string{"vendor", "outcome", "code"})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keybrake_rejected_requests_total",
-		Help: "Requests refused before any key was known: no, malformed or unknown vault key (invalid_vault_key), or the key could not be looked up (store_unavailable).",
+		Help: "Requests refused before any key was known, by code: no, malformed or unknown vault key (invalid_vault_key), two Authorization headers (ambiguous_header), or the key could not be looked up (store_unavailable). They are not audited one row each; this counter is their record.",
 	}, []string{"code"})
 	m.spend = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keybrake_spend_usd_total",

@@ -41,13 +41,14 @@ func NewTransport(timeout time.Duration) *http.Transport {
 
 // strippedRequestHeaders never reach a vendor: the client's credential
 // (replaced by the real one), Keybrake's own headers, method overrides that
-// would make the vendor execute a method other than the one matched, and
+// would make the vendor execute a method other than the one matched,
 // Accept-Encoding, so the transport decompresses and settlement can read
-// the answer.
+// the answer, and Content-Encoding: the body forwarded is the one Keybrake
+// read and encoded, never compressed.
 var strippedRequestHeaders = []string{
 	"Authorization", "Proxy-Authorization", "Cookie", "Keybrake-Item",
 	"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-Method",
-	"X-Original-URL", "X-Rewrite-URL", "Accept-Encoding",
+	"X-Original-URL", "X-Rewrite-URL", "Accept-Encoding", "Content-Encoding",
 }
 
 // forward sends a reserved call to the vendor. The vendor call is detached
@@ -89,12 +90,33 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Body, pr.Out.GetBody = http.NoBody, nil
 	}
 	pr.Out.Header.Del("Content-Length")
-	if c.prepared.ContentType != "" {
-		pr.Out.Header.Set("Content-Type", c.prepared.ContentType)
-	}
 	pr.Out.URL.RawQuery = c.query
 	pr.Out.URL.ForceQuery = false
+	setDecidedHeaders(pr.Out.Header, c)
 	c.vendor.Direct(pr.Out, c.prepared)
+}
+
+// setDecidedHeaders sets, last, the headers Keybrake read or decided:
+// ReverseProxy has already dropped every header a client's Connection
+// header names, so a header Keybrake relies on is never taken from the
+// client's copy but set here from what was priced. That covers the
+// re-encoded body's Content-Type, the vendor's headers Prepare read
+// (Stripe-Account, …), and the Idempotency-Key, namespaced to the key.
+func setDecidedHeaders(h http.Header, c *call) {
+	if c.prepared.ContentType != "" {
+		h.Set("Content-Type", c.prepared.ContentType)
+	}
+	for k, v := range c.prepared.Header {
+		h[k] = append([]string(nil), v...)
+	}
+	h.Del("Idempotency-Key")
+	if c.a.IdempotencyKey != "" {
+		vk := c.decision.VendorIdempotencyKey // a retry re-sends what its first attempt sent
+		if vk == "" {
+			vk = c.a.VendorIdempotencyKey
+		}
+		h.Set("Idempotency-Key", vk)
+	}
 }
 
 // modifyResponse settles the call before the client sees the answer, so the
@@ -121,39 +143,13 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		res.ContentLength = int64(len(buf))
 		res.Header.Set("Content-Length", strconv.Itoa(len(buf)))
 	}
-
-	st := keybrake.Settlement{
-		CallID:          c.decision.CallID,
-		Outcome:         keybrake.OutcomeForwarded,
-		Status:          res.StatusCode,
-		VendorRequestID: headerValue(c.vendor.RequestID(res.Header), 128),
-		Latency:         time.Since(c.start),
+	// The vendor echoes the Idempotency-Key it received: give the client
+	// back its own (and store that for replays).
+	if c.a.IdempotencyKey != "" && res.Header.Get("Idempotency-Key") != "" {
+		res.Header.Set("Idempotency-Key", c.a.IdempotencyKey)
 	}
-	switch {
-	case res.StatusCode >= 500:
-		st.Outcome = keybrake.OutcomeUnknown
-	case res.StatusCode >= 200 && res.StatusCode < 300:
-		vr := &keybrake.VendorResponse{Status: res.StatusCode, Header: res.Header, Body: buf, Truncated: truncated || readErr != nil}
-		actual, ok := c.settledCost(vr) // an unreadable answer: the reservation stands
-		if !ok {
-			_, st.ReconcileDue = c.vendor.(keybrake.Reconciler)
-		}
-		objectID := c.vendor.ObjectID(vr)
-		if rd, isRD := c.vendor.(keybrake.ReplayDetector); isRD && rd.VendorReplayed(res.Header) && c.decision.RetryOf == 0 {
-			// The vendor answered from its own idempotency cache: this call
-			// moved no money (the first one was counted where it was made).
-			actual, st.ReconcileDue = 0, false
-		}
-		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
-	case res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusTooManyRequests:
-		st.ReleaseIdempotency = true // the vendor did not act; a retry may go through
-	}
-	if c.idemKey != "" && st.Outcome != keybrake.OutcomeUnknown && !truncated && readErr == nil {
-		st.Response = &keybrake.StoredResponse{Status: res.StatusCode, Header: replayHeader(res.Header), Body: buf}
-	}
-	if readErr != nil && st.Outcome != keybrake.OutcomeUnknown && (res.StatusCode < 200 || res.StatusCode >= 300) {
-		st.Outcome = keybrake.OutcomeUnknown
-	}
+	st := c.settlement(res.StatusCode, res.Header, buf, truncated, readErr)
+	st.Latency = time.Since(c.start)
 	p.settle(c, st)
 	for name := range res.Header {
 		if len(name) > 9 && name[:9] == "Keybrake-" {
@@ -162,6 +158,63 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 	p.setKeybrakeHeaders(res.Header, c)
 	return nil
+}
+
+// settlement is what an answer means for the ledger:
+//
+//   - 5xx: the vendor may have acted; the outcome is unknown and the
+//     reservation stays counted as spend;
+//   - 2xx: settled at what the answer says moved (the reservation when it
+//     does not say, or cannot be read), or at zero for a vendor's own
+//     idempotent replay of a first attempt counted elsewhere;
+//   - 409 and 429: the vendor did not act, and the Idempotency-Key is freed
+//     for a fresh attempt; but for a retry that took over an unknown
+//     attempt's reservation, the outcome stays unknown (the first attempt
+//     may still be running at the vendor);
+//   - any other status: a definite answer; the reservation is released;
+//   - a body cut off before its end: unknown, unless it was a 2xx.
+//
+// The answer is kept for replays when the call had an Idempotency-Key,
+// its outcome is known and it was read whole.
+func (c *call) settlement(status int, h http.Header, body []byte, truncated bool, readErr error) keybrake.Settlement {
+	st := keybrake.Settlement{
+		CallID:          c.decision.CallID,
+		Outcome:         keybrake.OutcomeForwarded,
+		Status:          status,
+		VendorRequestID: headerValue(c.vendor.RequestID(h), 128),
+	}
+	switch {
+	case status >= 500:
+		st.Outcome = keybrake.OutcomeUnknown
+	case status >= 200 && status < 300:
+		vr := &keybrake.VendorResponse{Status: status, Header: h, Body: body, Truncated: truncated || readErr != nil}
+		actual, ok := c.settledCost(vr) // an unreadable answer: the reservation stands
+		if !ok {
+			_, st.ReconcileDue = c.vendor.(keybrake.Reconciler)
+		}
+		objectID := c.vendor.ObjectID(vr)
+		if rd, isRD := c.vendor.(keybrake.ReplayDetector); isRD && rd.VendorReplayed(h) && c.decision.RetryOf == 0 {
+			// The vendor answered from its own idempotency cache: this call
+			// moved no money (the first one was counted where it was made).
+			actual, st.ReconcileDue = 0, false
+		}
+		st.Actual, st.ObjectID = actual, headerValue(objectID, 128)
+	case (status == http.StatusConflict || status == http.StatusTooManyRequests) && c.decision.RetryOf != 0:
+		// A retry of an unknown attempt: the vendor did not act on this
+		// request, but its 409 may be the first attempt still running
+		// there (a timeout cut Keybrake off it). The reservation is that
+		// attempt's, so it stays counted and the outcome stays unknown.
+		st.Outcome = keybrake.OutcomeUnknown
+	case status == http.StatusConflict || status == http.StatusTooManyRequests:
+		st.ReleaseIdempotency = true // the vendor did not act; a retry may go through
+	}
+	if readErr != nil && (status < 200 || status >= 300) {
+		st.Outcome = keybrake.OutcomeUnknown
+	}
+	if c.a.IdempotencyKey != "" && st.Outcome != keybrake.OutcomeUnknown && !truncated && readErr == nil {
+		st.Response = &keybrake.StoredResponse{Status: status, Header: replayHeader(h), Body: body}
+	}
+	return st
 }
 
 // upstreamError handles a call that got no answer: unreachable, timed out or

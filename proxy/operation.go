@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,61 +14,24 @@ import (
 // resolve is deny by default: the call must resolve to one operation of the
 // vendor's catalogue, that operation must not be forbidden, and the key's
 // allow-list must admit it (a path rule literally, or an operation rule by
-// name). It returns the operation and its path parameters, or the refusal.
-func (p *Proxy) resolve(c *call, method, path string) (*keybrake.Operation, []string, *keybrake.Error) {
+// name). It records the operation, its path parameters and the rule on c.
+func (p *Proxy) resolve(c *call, method, path string) *keybrake.Error {
 	op, params := c.vendor.Catalog().Resolve(method, path)
 	switch {
 	case op == nil:
-		return nil, nil, keybrake.Errorf(keybrake.CodeUnknownOperation,
+		return keybrake.Errorf(keybrake.CodeUnknownOperation,
 			"%s %s is not an operation Keybrake knows for %s, so it is not forwarded whatever the allow-list says (see `keybrake pricing` for the catalogue)",
 			method, path, c.vendor.Name())
 	case op.Model == keybrake.ModelForbidden:
-		return op, nil, keybrake.Errorf(keybrake.CodeOperationForbidden, "%s %s is %s, which Keybrake never forwards: %s", method, path, op.Name, op.Note)
+		c.a.Operation = op.Name
+		return keybrake.Errorf(keybrake.CodeOperationForbidden, "%s %s is %s, which Keybrake never forwards: %s", method, path, op.Name, op.Note)
 	}
-	c.op = op
+	c.op, c.params, c.a.Operation = op, params, op.Name
 	rule, ok := c.key.Rules.Allow(op, method, path)
 	if !ok {
-		return op, nil, keybrake.Errorf(keybrake.CodeEndpointNotAllowed, "%s %s (%s) is not in the allow-list of vault key %s", method, path, op.Name, c.key.ID)
+		return keybrake.Errorf(keybrake.CodeEndpointNotAllowed, "%s %s (%s) is not in the allow-list of vault key %s", method, path, op.Name, c.key.ID)
 	}
-	c.rule = rule.String()
-	return op, params, nil
-}
-
-// price encodes the request for forwarding and has its operation price it,
-// filling the attempt's reservation. A lookup-priced operation first
-// re-reads the key's status, so a revoked or expired key does not make
-// Keybrake read a vendor object for it.
-func (p *Proxy) price(ctx context.Context, c *call, op *keybrake.Operation, params []string, req *keybrake.VendorRequest, a *keybrake.Attempt) *keybrake.Error {
-	if err := keybrake.CheckBody(req); err != nil {
-		return asError(err)
-	}
-	prep, err := c.vendor.Prepare(req)
-	if err != nil {
-		return asError(err)
-	}
-	if prep.UpstreamPath == "" {
-		prep.UpstreamPath = req.Path
-	}
-	c.prepared = prep
-	if op.Model == keybrake.ModelLookup {
-		if e := p.stillActive(ctx, c); e != nil {
-			return e
-		}
-	}
-	q, err := op.Quote(ctx, &keybrake.PriceCall{
-		Method: req.Method, Path: req.Path, Params: params, Query: req.Query, Header: req.Header,
-		Body: prep.Body, Form: prep.Form, Fetch: &lookup{p: p, vendor: c.vendor, header: prep.FetchHeader},
-	})
-	if err != nil {
-		var e *keybrake.Error
-		if errors.As(err, &e) && e.Code == keybrake.CodeLookupFailed {
-			p.log.Warn("lookup failed; the call was refused", "vendor", c.vendor.Name(), "operation", op.Name, "err", err.Error())
-		}
-		return asError(err)
-	}
-	c.quote = q
-	a.Estimate, a.Step, a.Floor = q.Amount, q.Step, q.Floor
-	a.ObjectID, a.Exposure = headerValue(q.ObjectID, 128), q.Exposure && q.ObjectID != ""
+	c.a.Rule = rule.String()
 	return nil
 }
 
@@ -138,6 +100,12 @@ type lookup struct {
 	vendor keybrake.Vendor
 	header http.Header
 	n      int
+	read   []fetched // what it read, for the scope check
+}
+
+type fetched struct {
+	path string
+	body []byte
 }
 
 func (l *lookup) Fetch(ctx context.Context, path string) ([]byte, error) {
@@ -179,5 +147,6 @@ func (l *lookup) Fetch(ctx context.Context, path string) ([]byte, error) {
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		return nil, &keybrake.FetchError{Path: path, Status: resp.StatusCode, Body: bytes.Clone(body)}
 	}
+	l.read = append(l.read, fetched{path, body})
 	return body, nil
 }

@@ -1,11 +1,19 @@
-// Package proxy is Keybrake's vendor-facing HTTP handler. For each request it
-// authenticates the vault key, checks the raw request target is canonical,
-// resolves it to one operation of the vendor's catalogue (a path that
-// resolves to none does not exist), matches the key's allow-list, has the
-// operation price the call, and asks the ledger for one atomic decision
-// (status, expiry, caps, reservation, idempotency). Only a committed
-// reservation is forwarded, through httputil.ReverseProxy with the real
-// credential; the answer is settled and audited before the client sees it.
+// Package proxy is Keybrake's vendor-facing HTTP handler. Each request goes
+// through one pipeline (ServeHTTP):
+//
+//   - admit (admit.go): everything that needs no ledger, cheapest first —
+//     the vault key (keys.go: credential and cache), the canonical target,
+//     the catalogue operation and the allow-list, the headers and the scope
+//     they name, and only then the body, which the vendor re-encodes and
+//     the operation prices (operation.go: resolve, lookups, finalize);
+//   - one ledger decision (deadline.go): status, expiry, rate limit, caps,
+//     reservation, idempotency and the audit row, in one transaction;
+//   - replay, deny (reply.go) or forward (forward.go): httputil.ReverseProxy
+//     with the real credential and the headers Keybrake decided; the answer
+//     is settled before the client sees it.
+//
+// Only a committed reservation is forwarded, and only the body that was
+// priced.
 package proxy
 
 import (
@@ -76,6 +84,7 @@ type Proxy struct {
 	keys    *keyCache
 	rp      *httputil.ReverseProxy
 	log     *slog.Logger
+	sampler *logSampler // the log lines of requests with no valid key
 
 	inflight inflight // forwarded, not yet settled
 }
@@ -109,7 +118,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
 	}
-	p := &Proxy{cfg: cfg, vendors: map[string]keybrake.Vendor{}, keys: newKeyCache(10000), log: cfg.Logger}
+	p := &Proxy{cfg: cfg, vendors: map[string]keybrake.Vendor{}, keys: newKeyCache(10000), log: cfg.Logger,
+		sampler: newLogSampler(time.Second)}
 	for _, v := range cfg.Vendors {
 		if _, dup := p.vendors[v.Name()]; dup {
 			return nil, errors.New("proxy: vendor " + v.Name() + " registered twice")
@@ -127,18 +137,21 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// call is one request's state, from authentication to the log line.
+// call is one request's state, from authentication to the log line. It
+// holds the Attempt the ledger decides, the one copy of the method, path,
+// rule, operation, item and Idempotency-Key; the rest is what the proxy
+// needs to forward, settle and answer.
 type call struct {
-	start    time.Time
+	start time.Time
+	a     keybrake.Attempt
+
+	hash     string // the presented secret's hash, the key cache's index
 	key      *keybrake.Key
 	vendor   keybrake.Vendor
-	method   string
-	path     string // vendor path, without a /{vendor} prefix
 	query    string
-	rule     string
-	item     string
-	idemKey  string
 	op       *keybrake.Operation
+	params   []string // the path's values for the operation's "*" segments
+	body     []byte   // the client's body, as read
 	quote    *keybrake.Quote
 	prepared *keybrake.Prepared
 	decision keybrake.Decision
@@ -156,198 +169,40 @@ type call struct {
 
 type callKey struct{}
 
-// ServeHTTP handles one proxied request.
+// ServeHTTP handles one proxied request: admit it (everything that needs no
+// ledger), have the ledger decide it in one transaction, then replay, deny
+// or forward.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c := &call{start: time.Now(), method: r.Method}
+	c := &call{start: time.Now(), a: keybrake.Attempt{Method: r.Method, Instance: p.cfg.Instance}}
 	defer p.logCall(c)
 
-	attempt := keybrake.Attempt{Method: r.Method, Instance: p.cfg.Instance}
-	c.item = headerValue(r.Header.Get("Keybrake-Item"), 128)
-	attempt.Item = c.item
-
-	// 1. The vault key. Malformed keys are refused without a store lookup.
-	secret, ok := credential(r)
-	if ok {
-		key, err := p.lookupKey(r.Context(), secret)
-		if err != nil {
-			p.fail(w, c, p.unavailable(err), err)
+	if denial := p.admit(w, r, c); denial != nil {
+		if c.key == nil {
+			p.reject(w, c, denial)
 			return
 		}
-		c.key = key
+		c.a.Denial = denial
 	}
-	target := r.RequestURI
-	first, _, _ := strings.Cut(strings.TrimPrefix(target, "/"), "/")
-	if c.key == nil {
-		// Answer in the shape of the vendor the path names, so an SDK
-		// with a mistyped key still sees invalid_vault_key.
-		c.vendor = p.vendorOfPath(first, target)
-		if c.vendor != nil {
-			attempt.Vendor = c.vendor.Name()
-		}
-		c.path = target
-		attempt.Path = truncate(target, 512)
-		attempt.Denial = keybrake.Errorf(keybrake.CodeInvalidVaultKey, "missing or invalid vault key: send Authorization: Bearer <vault_key>")
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	attempt.KeyID = c.key.ID
-	c.vendor = p.vendors[c.key.Vendor]
-
-	// Which form: /{vendor}/<vendor path> or the vendor's own path at the root.
-	prefixed := false
-	if v, ok := p.vendors[first]; ok {
-		prefixed = true
-		attempt.Vendor = v.Name()
-		if v.Name() != c.key.Vendor {
-			c.path = target
-			attempt.Path = truncate(target, 512)
-			attempt.Denial = keybrake.Errorf(keybrake.CodeVendorMismatch, "vault key %s is for %s, not %s", c.key.ID, c.key.Vendor, v.Name())
-			p.decideAndDeny(w, r, c, attempt)
-			return
-		}
-	}
-	attempt.Vendor = c.key.Vendor
-	if c.vendor == nil {
-		attempt.Denial = keybrake.Errorf(keybrake.CodeVendorNotConfigured, "vendor %q of this key is not served by this Keybrake", c.key.Vendor)
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-
-	// 2. Canonical or rejected, on the raw target.
-	path, query, err := keybrake.CanonicalTarget(target)
-	if err == nil && prefixed {
-		path = strings.TrimPrefix(path, "/"+first)
-		if path == "" {
-			err = keybrake.Errorf(keybrake.CodeNonCanonicalPath, "no vendor path after /%s", first)
-		}
-	}
+	d, err := p.decide(r.Context(), c.a)
 	if err != nil {
-		c.path = truncate(target, 512)
-		attempt.Path = c.path
-		attempt.Denial = asError(err)
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	c.path, c.query = path, query
-	attempt.Path = path
-
-	// 3. The catalogue, then the allow-list. A root path no vendor of the
-	// key owns is refused like any other disallowed endpoint.
-	if !prefixed && !c.vendor.Owns(path) {
-		attempt.Denial = keybrake.Errorf(keybrake.CodeEndpointNotAllowed, "%s %s is not a %s API path", r.Method, path, c.vendor.Name())
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	op, params, denial := p.resolve(c, r.Method, path)
-	if op != nil {
-		attempt.Operation = op.Name
-	}
-	if denial != nil {
-		attempt.Denial = denial
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	attempt.Rule = c.rule
-	if !c.vendor.Configured() {
-		attempt.Denial = keybrake.Errorf(keybrake.CodeVendorNotConfigured, "%s has no credential configured on this Keybrake; nothing was forwarded", c.vendor.Name())
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-
-	// 4. Price the call: read the body, have the vendor encode it and the
-	// operation price it (looking up the object it acts on, if need be).
-	if k := r.Header.Get("Idempotency-Key"); k != "" {
-		if len(k) > 255 || !printable(k) {
-			attempt.Denial = keybrake.Errorf(keybrake.CodeInvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 printable ASCII characters")
-			p.decideAndDeny(w, r, c, attempt)
-			return
-		}
-		c.idemKey = k
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxRequestBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			attempt.Denial = keybrake.Errorf(keybrake.CodeRequestTooLarge, "request body is larger than %d bytes", p.cfg.MaxRequestBody)
-		} else {
-			attempt.Denial = keybrake.Errorf(keybrake.CodeInvalidRequest, "request body could not be read")
-		}
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	if e := p.price(r.Context(), c, op, params, &keybrake.VendorRequest{Method: r.Method, Path: path, Query: query, Header: r.Header, Body: body}, &attempt); e != nil {
-		attempt.Denial = e
-		p.decideAndDeny(w, r, c, attempt)
-		return
-	}
-	if c.idemKey != "" {
-		attempt.IdempotencyKey = c.idemKey
-		attempt.Fingerprint = fingerprint(r.Method, c.vendor.Name(), path, query, body)
-		attempt.VendorDedupes = c.vendor.DedupesIdempotency()
-		attempt.IdempotencyTTL = p.cfg.IdempotencyTTL
-	}
-
-	// 5. One transaction decides, reserves and audits.
-	d, err := p.decide(r.Context(), attempt)
-	if err != nil {
-		p.fail(w, c, p.unavailable(err), err)
-		return
-	}
-	c.decision = d
-	c.usage = &d.Usage
-	switch {
-	case d.Replay != nil:
-		p.replay(w, c, d)
-	case !d.Allowed:
-		p.deny(w, c, d)
-	default:
-		if p.finalize(w, c) {
-			p.forward(w, r, c)
-		}
-	}
-}
-
-// decideAndDeny records a refusal decided before the ledger. The ledger
-// still checks the key's status first, so a revoked key reads as revoked.
-func (p *Proxy) decideAndDeny(w http.ResponseWriter, r *http.Request, c *call, a keybrake.Attempt) {
-	d, err := p.decide(r.Context(), a)
-	if err != nil {
-		// The refusal stands even if it cannot be recorded.
-		p.log.Error("audit row for a denial not written", "err", err.Error(), "code", string(a.Denial.Code))
-		p.writeError(w, c, &keybrake.ErrorReply{Code: a.Denial.Code, Message: a.Denial.Message, Field: a.Denial.Field})
+		p.undecided(w, c, err)
 		return
 	}
 	c.decision = d
 	if d.Key != nil {
 		c.usage = &d.Usage
 	}
-	p.deny(w, c, d)
-}
-
-func (p *Proxy) deny(w http.ResponseWriter, c *call, d keybrake.Decision) {
-	e := d.Err
-	if e == nil {
-		e = keybrake.Errorf(keybrake.CodeInternal, "request refused")
+	if d.Status == keybrake.StatusRevoked {
+		p.keys.markRevoked(c.hash)
 	}
-	reply := &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field, CallID: d.CallID}
-	if d.Key != nil {
-		reply.KeyID = d.Key.ID
+	switch {
+	case d.Replay != nil:
+		p.replay(w, c, d)
+	case !d.Allowed:
+		p.deny(w, c, d)
+	case p.finalize(w, c):
+		p.forward(w, r, c)
 	}
-	if e.Code == keybrake.CodeCapExhausted {
-		capUSD, req := d.Cap, d.Requested
-		spent, reserved := d.Usage.SpentToday, d.Usage.ReservedToday
-		if d.CapName == "total" {
-			spent, reserved = d.Usage.Spent, d.Usage.Reserved
-		}
-		reply.CapName, reply.CapUSD, reply.SpentUSD, reply.ReservedUSD, reply.RequestedUSD = d.CapName, &capUSD, &spent, &reserved, &req
-	}
-	p.writeError(w, c, reply)
-}
-
-// fail answers a request the ledger could not decide: nothing was forwarded.
-func (p *Proxy) fail(w http.ResponseWriter, c *call, e *keybrake.Error, cause error) {
-	p.log.Error("ledger unavailable", "err", cause.Error())
-	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message})
 }
 
 // vendorOfPath guesses the vendor a request is meant for, from a

@@ -2,19 +2,63 @@ package proxy
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/keybrake/keybrake"
 )
+
+// undecided answers a request the ledger could not decide: nothing was
+// forwarded. A refusal stands even if it cannot be recorded.
+func (p *Proxy) undecided(w http.ResponseWriter, c *call, err error) {
+	if e := c.a.Denial; e != nil {
+		p.log.Error("audit row for a denial not written", "err", err.Error(), "code", string(e.Code))
+		p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
+		return
+	}
+	p.log.Error("ledger unavailable", "err", err.Error())
+	e := p.unavailable(err)
+	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message})
+}
+
+func (p *Proxy) deny(w http.ResponseWriter, c *call, d keybrake.Decision) {
+	e := d.Err
+	if e == nil {
+		e = keybrake.Errorf(keybrake.CodeInternal, "request refused")
+	}
+	reply := &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field, CallID: d.CallID}
+	if d.Key != nil {
+		reply.KeyID = d.Key.ID
+	}
+	switch e.Code {
+	case keybrake.CodeCapExhausted:
+		capUSD, req := d.Cap, d.Requested
+		spent, reserved := d.Usage.SpentToday, d.Usage.ReservedToday
+		if d.CapName == "total" {
+			spent, reserved = d.Usage.Spent, d.Usage.Reserved
+		}
+		reply.CapName, reply.CapUSD, reply.SpentUSD, reply.ReservedUSD, reply.RequestedUSD = d.CapName, &capUSD, &spent, &reserved, &req
+	case keybrake.CodeRateLimited:
+		reply.RetryAfter = max(1, int((d.RetryAfter+time.Second-1)/time.Second))
+	}
+	p.writeError(w, c, reply)
+}
+
+// reject answers a request that presented no valid key. It is not audited
+// one row each (a flood of them would fill the ledger and slow every real
+// call): it is counted by code in the metrics, and its log line is sampled
+// (logCall).
+func (p *Proxy) reject(w http.ResponseWriter, c *call, e *keybrake.Error) {
+	if e.Err != nil {
+		p.log.Error("ledger unavailable", "err", e.Err.Error())
+	}
+	p.writeError(w, c, &keybrake.ErrorReply{Code: e.Code, Message: e.Message, Field: e.Field})
+}
 
 // writeError sends a refusal in the vendor's error shape (Keybrake's own
 // when the vendor is not known yet).
@@ -38,6 +82,9 @@ func (p *Proxy) writeError(w http.ResponseWriter, c *call, reply *keybrake.Error
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
+	if reply.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(reply.RetryAfter))
+	}
 	h.Set("Cache-Control", "no-store")
 	p.setKeybrakeHeaders(h, c)
 	w.WriteHeader(reply.Status())
@@ -63,88 +110,23 @@ func (p *Proxy) setKeybrakeHeaders(h http.Header, c *call) {
 	}
 }
 
-// credential extracts the presented vault key: Bearer, or HTTP Basic with
-// the key as user name (Stripe SDKs) or as password (twilio-go, which sends
-// an account SID as user name).
-func credential(r *http.Request) (string, bool) {
-	auth := r.Header.Get("Authorization")
-	scheme, value, ok := strings.Cut(auth, " ")
-	if !ok {
-		return "", false
-	}
-	switch strings.ToLower(scheme) {
-	case "bearer":
-		value = strings.TrimSpace(value)
-		return value, keybrake.WellFormedVaultKey(value)
-	case "basic":
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value))
-		if err != nil {
-			return "", false
-		}
-		user, pass, _ := strings.Cut(string(raw), ":")
-		if keybrake.WellFormedVaultKey(user) {
-			return user, true
-		}
-		if keybrake.WellFormedVaultKey(pass) {
-			return pass, true
-		}
-	}
-	return "", false
-}
-
-// lookupKey finds a key's policy, from the cache when possible. A key's
-// policy never changes after issue; its status is not cached (the ledger
-// re-reads it in every decision), so no cache outlives a revoke.
-func (p *Proxy) lookupKey(ctx context.Context, secret string) (*keybrake.Key, error) {
-	hash := keybrake.HashSecret(secret)
-	if k := p.keys.get(hash); k != nil {
-		return k, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.DecisionTimeout)
-	defer cancel()
-	k, err := p.cfg.Ledger.KeyByHash(ctx, hash)
-	if errors.Is(err, keybrake.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	p.keys.put(hash, k)
-	return k, nil
-}
-
-// keyCache holds immutable key policies by secret hash. When full it is
-// simply emptied: correctness never depends on it.
-type keyCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]*keybrake.Key
-}
-
-func newKeyCache(max int) *keyCache { return &keyCache{max: max, m: map[string]*keybrake.Key{}} }
-
-func (kc *keyCache) get(hash string) *keybrake.Key {
-	kc.mu.RLock()
-	defer kc.mu.RUnlock()
-	return kc.m[hash]
-}
-
-func (kc *keyCache) put(hash string, k *keybrake.Key) {
-	kc.mu.Lock()
-	defer kc.mu.Unlock()
-	if len(kc.m) >= kc.max {
-		kc.m = map[string]*keybrake.Key{}
-	}
-	kc.m[hash] = k
-}
-
 // logCall writes the one log line of a proxied request. Its fields are an
 // allow-list: no header values, no bodies, no query strings, no secrets.
+// Requests that presented no valid key are sampled: at most one line per
+// code per second, saying how many were not logged since.
 func (p *Proxy) logCall(c *call) {
 	p.observe(c)
+	var suppressed int64
+	if c.key == nil {
+		ok, n := p.sampler.allow(c.code, time.Now())
+		if !ok {
+			return
+		}
+		suppressed = n
+	}
 	attrs := []slog.Attr{
-		slog.String("method", c.method),
-		slog.String("path", truncate(c.path, 256)),
+		slog.String("method", c.a.Method),
+		slog.String("path", truncate(c.a.Path, 256)),
 		slog.Int("status", c.status),
 		slog.String("outcome", string(c.outcome)),
 		slog.Int64("latency_ms", time.Since(c.start).Milliseconds()),
@@ -158,20 +140,56 @@ func (p *Proxy) logCall(c *call) {
 	if c.op != nil {
 		attrs = append(attrs, slog.String("operation", c.op.Name))
 	}
-	if c.rule != "" {
-		attrs = append(attrs, slog.String("rule", c.rule))
+	if c.a.Rule != "" {
+		attrs = append(attrs, slog.String("rule", c.a.Rule))
 	}
 	if c.code != "" {
 		attrs = append(attrs, slog.String("code", string(c.code)))
 	}
 	if c.quote != nil {
-		attrs = append(attrs, slog.String("estimated_usd", c.decision.Reserved.String()), slog.String("actual_usd", c.actual.String()))
+		estimated := c.a.Estimate
+		if c.decision.Allowed {
+			estimated = c.decision.Reserved
+		}
+		attrs = append(attrs, slog.String("estimated_usd", estimated.String()), slog.String("actual_usd", c.actual.String()))
 	}
 	if c.objectID != "" {
 		attrs = append(attrs, slog.String("object_id", c.objectID))
 	}
-	if c.item != "" {
-		attrs = append(attrs, slog.String("item", c.item))
+	if c.a.Item != "" {
+		attrs = append(attrs, slog.String("item", c.a.Item))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("suppressed", suppressed))
 	}
 	p.log.LogAttrs(context.Background(), slog.LevelInfo, "proxied request", attrs...)
+}
+
+// logSampler lets through at most one log line per code per interval and
+// counts the rest, for requests that presented no valid key: a flood of
+// them must not become a flood of log lines either. Codes are Keybrake's
+// own, a small fixed set, so the maps stay small.
+type logSampler struct {
+	every      time.Duration
+	mu         sync.Mutex
+	last       map[keybrake.Code]time.Time
+	suppressed map[keybrake.Code]int64
+}
+
+func newLogSampler(every time.Duration) *logSampler {
+	return &logSampler{every: every, last: map[keybrake.Code]time.Time{}, suppressed: map[keybrake.Code]int64{}}
+}
+
+// allow reports whether a line for code may be written now, and how many
+// were suppressed since the last one.
+func (s *logSampler) allow(code keybrake.Code, now time.Time) (bool, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last, ok := s.last[code]; ok && now.Sub(last) < s.every {
+		s.suppressed[code]++
+		return false, 0
+	}
+	n := s.suppressed[code]
+	s.last[code], s.suppressed[code] = now, 0
+	return true, n
 }

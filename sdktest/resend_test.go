@@ -45,7 +45,9 @@ func TestResendGo(t *testing.T) {
 				t.Fatalf("typed result: %+v", sent)
 			}
 			got := fakes.Resend.Received()
-			if len(got) != 1 || got[0].Header.Get("Idempotency-Key") != "order-42-shipped" || got[0].Header.Get("Authorization") != "Bearer "+kbtest.ResendAPIKey {
+			// The SDK's Idempotency-Key reaches Resend namespaced to the vault key.
+			if len(got) != 1 || !strings.HasSuffix(got[0].Header.Get("Idempotency-Key"), ":order-42-shipped") ||
+				!strings.HasPrefix(got[0].Header.Get("Idempotency-Key"), "vk_") || got[0].Header.Get("Authorization") != "Bearer "+kbtest.ResendAPIKey {
 				t.Fatalf("upstream saw %+v", got)
 			}
 			before := fakes.Resend.Requests()

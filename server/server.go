@@ -60,6 +60,9 @@ type Config struct {
 	// their estimate because the vendor states the cost only later (Twilio
 	// messages) are repriced from the vendor's final figure. Off by default.
 	ReconcileInterval time.Duration
+	// AuditRetention, when set, prunes audit rows older than it that the
+	// ledger no longer needs (store.Store.PruneCalls). Off by default.
+	AuditRetention time.Duration
 
 	Logger *slog.Logger
 	// Transport overrides the connection pool to the vendors (tests).
@@ -378,6 +381,7 @@ func (s *Server) sweep(ctx context.Context) {
 			if _, err := s.store.SweepIssueClaims(ctx); err != nil {
 				s.log.Error("issuance idempotency sweep failed", "err", err.Error())
 			}
+			s.pruneAudit(ctx)
 		}
 	}
 }

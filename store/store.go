@@ -36,6 +36,9 @@ type Store interface {
 	Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error)
 	RecoverPending(ctx context.Context, instance string, olderThan time.Duration) (int, error)
 	SweepIdempotency(ctx context.Context) (int64, error)
+	// PruneCalls deletes settled audit rows older than retention that the
+	// ledger no longer needs (see sqlstore.Store.PruneCalls).
+	PruneCalls(ctx context.Context, retention time.Duration) (int64, error)
 	DueForReconcile(ctx context.Context, vendor string, minAge time.Duration, limit int) ([]*keybrake.Call, error)
 	Reconcile(ctx context.Context, callID int64, cost keybrake.Micros, final bool, maxAttempts int) error
 

@@ -74,6 +74,9 @@ func printRunSummary(w *tabwriter.Writer, s *keybrake.RunSummary) {
 	fmt.Fprintf(w, "run\t%s\n", s.AgentRunLabel)
 	fmt.Fprintf(w, "spent\t$%s (reserved $%s)\n", s.Spent, s.Reserved)
 	fmt.Fprintf(w, "calls\t%d (%d allowed, %d denied; %d of the allowed with an unknown outcome)\n", s.Calls, s.Allowed, s.Denied, s.Unknown)
+	if s.DeniedUSD > 0 {
+		fmt.Fprintf(w, "refused\t$%s asked by the denied calls\n", s.DeniedUSD)
+	}
 	if s.FirstCall != nil {
 		fmt.Fprintf(w, "first / last call\t%s / %s\n", s.FirstCall.Format(time.RFC3339), s.LastCall.Format(time.RFC3339))
 	}

@@ -82,6 +82,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 				if k.AgentRunLabel != "" {
 					fmt.Fprintf(w, "agent_run_label\t%s\n", k.AgentRunLabel)
 				}
+				printPolicy(w, k.KeyPolicy)
 			})
 		},
 	}
@@ -95,6 +96,7 @@ func keyIssueCmd(g *globals) *cobra.Command {
 	fl.StringVar(&p.TotalUSDCap, "total-usd-cap", "", "lifetime cap in dollars")
 	fl.StringVar(&p.MaxUSDPerCall, "max-usd-per-call", "", "largest single call in dollars")
 	fl.StringArrayVar(&meta, "metadata", nil, "key=value metadata; repeatable")
+	addPolicyFlags(fl, &p.KeyPolicy)
 	fl.StringVar(&alerts, "alert-thresholds", "", `percents of the daily cap that fire key.spend_threshold, e.g. 50,90; "none" for no alerts (default 50,80,100)`)
 	fl.StringVar(&idemKey, "idempotency-key", "", "sent as Idempotency-Key: a retry with the same key and flags gets the same key_id and vault_key back, not a second key")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the vault key, as in VAULT_KEY=$(keybrake key issue -q …)")
@@ -164,6 +166,7 @@ func keyShowCmd(g *globals) *cobra.Command {
 				if k.MaxUSDPerCall != nil {
 					fmt.Fprintf(w, "max_usd_per_call\t$%s\n", *k.MaxUSDPerCall)
 				}
+				printPolicy(w, k.KeyPolicy)
 				fmt.Fprintf(w, "spent_usd\t$%s\n", deref(k.SpentUSD))
 				fmt.Fprintf(w, "spent_today_usd\t$%s\n", deref(k.SpentTodayUSD))
 				fmt.Fprintf(w, "reserved_usd\t$%s\n", deref(k.ReservedUSD))

@@ -28,6 +28,7 @@ type serveFlags struct {
 	idempotencyTTL      time.Duration
 	shutdownTimeout     time.Duration
 	reconcileInterval   time.Duration
+	auditRetention      time.Duration
 	vendors             vendorFlags
 	logLevel            string
 	sandbox             bool
@@ -85,6 +86,7 @@ and exits 0.`,
 	f.durationFlag(fl, &f.idempotencyTTL, "idempotency-ttl", "KEYBRAKE_IDEMPOTENCY_TTL", d.IdempotencyTTL, "how long answers are kept for Idempotency-Key replays")
 	f.durationFlag(fl, &f.reconcileInterval, "reconcile-interval", "KEYBRAKE_RECONCILE_INTERVAL", d.ReconcileInterval, "if set, reprice Twilio messages from their final price this often (off by default)")
 	f.durationFlag(fl, &f.shutdownTimeout, "shutdown-timeout", "KEYBRAKE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "how long SIGTERM waits for in-flight calls")
+	f.durationFlag(fl, &f.auditRetention, "audit-retention", "KEYBRAKE_AUDIT_RETENTION", d.AuditRetention, "if set, delete audit rows older than this that the ledger no longer needs: settled rows of revoked or expired keys (off by default)")
 	addVendorFlags(fl, &f.vendors)
 	addObserveFlags(fl, &f)
 	addUIFlags(fl, &f)
@@ -124,6 +126,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ReconcileInterval: f.reconcileInterval,
 		ShutdownTimeout:   f.shutdownTimeout,
 		Sandbox:           f.sandbox,
+		AuditRetention:    f.auditRetention,
 		Logger:            logger,
 		Observe:           observe,
 		UI:                f.ui,

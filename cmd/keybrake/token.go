@@ -59,6 +59,10 @@ func tokenCreateCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "vendors\t%s\n", strings.Join(t.Vendors, ", "))
 				fmt.Fprintf(w, "endpoints\t%s\n", strings.Join(t.Endpoints, ", "))
 				fmt.Fprintf(w, "max_expires_in\t%s\n", t.MaxExpiresIn)
+				if t.MaxOutstandingUSD != nil {
+					fmt.Fprintf(w, "max_outstanding_usd\t$%s\n", *t.MaxOutstandingUSD)
+				}
+				printScope(w, t.ScopeFields)
 			})
 		},
 	}
@@ -70,6 +74,8 @@ func tokenCreateCmd(g *globals) *cobra.Command {
 	fl.StringArrayVar(&p.Endpoints, "endpoints", nil, `endpoints keys may allow, "METHOD /path"; repeatable (required)`)
 	fl.StringVar(&p.MaxExpiresIn, "max-expires-in", "6h", "longest expires_in a key may have")
 	fl.StringVar(&idemKey, "idempotency-key", "", "sent as Idempotency-Key: a retry with the same key and flags gets the same token back")
+	fl.StringVar(&p.MaxOutstandingUSD, "max-outstanding-usd", "", "if set, the daily caps of the token's active keys may add up to at most this")
+	addScopeFlags(fl, &p.ScopeFields, "its keys")
 	return cmd
 }
 

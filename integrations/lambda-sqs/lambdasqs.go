@@ -6,8 +6,10 @@
 // SQS delivers at least once: a message whose Lambda timed out after the
 // charge, or whose batch was retried, comes back with the same messageId.
 // The redelivery gets a new vault key but sends the same Idempotency-Key,
-// so the vendor (Stripe deduplicates on it for 24 hours) answers with the
-// first charge instead of making a second.
+// and the key is issued with the messageId as its idempotency_scope, so the
+// vendor sees the same Idempotency-Key for both (Keybrake otherwise
+// namespaces it per vault key) and, deduplicating on it for 24 hours,
+// answers with the first charge instead of making a second.
 //
 // Failures are reported per message with partial batch responses
 // (events.SQSEventResponse, the function's event source mapping must list
@@ -262,6 +264,11 @@ func (h *Handler) issue(ctx context.Context, admin issuer.Admin, msg events.SQSM
 			key, err = c.IssueKey(ctx, client.IssueParams{
 				Vendor: h.cfg.Vendor, DailyUSDCap: h.cfg.MessageCapUSD, AllowedEndpoints: h.cfg.AllowedEndpoints,
 				ExpiresIn: h.cfg.ExpiresIn, AgentRunLabel: msg.MessageId, AgentName: "lambda-sqs",
+				// Keybrake namespaces Idempotency-Keys per vault key at the
+				// vendor; a redelivery's new key must share the first
+				// delivery's namespace for Stripe to answer it with the
+				// first charge.
+				KeyPolicy: client.KeyPolicy{IdempotencyScope: "sqs:" + msg.MessageId},
 			}, client.IdempotencyKey(idem))
 			return err
 		})

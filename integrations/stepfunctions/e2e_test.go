@@ -218,7 +218,7 @@ func TestBillingExecutionRetriesTransientFailures(t *testing.T) {
 	seen := map[string]bool{}
 	faulted := map[string]bool{}
 	fault := func(r *http.Request, _ int) sandbox.Fault {
-		key := r.Header.Get("Idempotency-Key")
+		key := clientKey(r.Header.Get("Idempotency-Key"))
 		idx, _ := strconv.Atoi(key[strings.LastIndexByte(key, '-')+1:])
 		mu.Lock()
 		defer mu.Unlock()
@@ -442,7 +442,7 @@ func assertStripeCharged(t *testing.T, st *sandbox.Stripe, arn string, charged, 
 		}
 	}
 	for _, rq := range st.Received() {
-		key := rq.Header.Get("Idempotency-Key")
+		key := clientKey(rq.Header.Get("Idempotency-Key"))
 		idx, err := strconv.Atoi(strings.TrimPrefix(key, arn+"-"))
 		if err != nil || !strings.HasPrefix(key, arn+"-") {
 			t.Fatalf("Stripe received Idempotency-Key %q, want %s-<index>", key, arn)
@@ -511,4 +511,12 @@ func proxiedCharge(t *testing.T, baseURL, vaultKey, idemKey, customer string) pr
 	}
 	json.NewDecoder(resp.Body).Decode(&body) //nolint:errcheck
 	return proxied{resp.StatusCode, body.Code}
+}
+
+// clientKey is the client's Idempotency-Key inside the one Keybrake sends
+// the vendor: "<namespace>:<client key>", the namespace being the vault
+// key's id (or its idempotency scope's).
+func clientKey(vendorKey string) string {
+	_, k, _ := strings.Cut(vendorKey, ":")
+	return k
 }

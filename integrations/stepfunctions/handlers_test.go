@@ -214,7 +214,7 @@ func TestChargeCustomerErrorTypes(t *testing.T) {
 	}
 	// Idempotency-Key and Keybrake-Item as the seed builds them.
 	rq := st.Received()[0]
-	if got := rq.Header.Get("Idempotency-Key"); got != "arn:aws:states:us-east-1:123456789:execution:agent-billing:unit-0" {
+	if got := rq.Header.Get("Idempotency-Key"); got != key.ID+":arn:aws:states:us-east-1:123456789:execution:agent-billing:unit-0" {
 		t.Errorf("Idempotency-Key %q", got)
 	}
 

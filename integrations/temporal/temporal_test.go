@@ -117,7 +117,7 @@ func (f *fixture) chargedOnce(t *testing.T, res *temporal.BillingResult) {
 		}
 	}
 	for _, rq := range f.st.Received() {
-		key := rq.Header.Get("Idempotency-Key")
+		key := clientKey(rq.Header.Get("Idempotency-Key"))
 		idx, err := strconv.Atoi(strings.TrimPrefix(key, runID+"-charge-"))
 		if err != nil || !strings.Contains(rq.Body, fmt.Sprintf("customer=cus_%03d", idx)) {
 			t.Fatalf("Stripe received Idempotency-Key %q for %s; want <run id>-charge-<index> of that customer", key, rq.Body)
@@ -138,7 +138,7 @@ func TestBillingWorkflowRetriesAfterAppliedCharge(t *testing.T) {
 	var mu sync.Mutex
 	seen, faulted := map[string]bool{}, map[string]bool{}
 	f := setup(t, func(r *http.Request, _ int) sandbox.Fault {
-		key := r.Header.Get("Idempotency-Key")
+		key := clientKey(r.Header.Get("Idempotency-Key"))
 		idx, _ := strconv.Atoi(key[strings.LastIndexByte(key, '-')+1:])
 		mu.Lock()
 		defer mu.Unlock()
@@ -326,4 +326,12 @@ func TestIssueAnswerLostIsRetriedToTheSameKey(t *testing.T) {
 	if len(res.Charged) != 3 {
 		t.Errorf("%d charged, want 3", len(res.Charged))
 	}
+}
+
+// clientKey is the client's Idempotency-Key inside the one Keybrake sends
+// the vendor: "<namespace>:<client key>", the namespace being the vault
+// key's id (or its idempotency scope's).
+func clientKey(vendorKey string) string {
+	_, k, _ := strings.Cut(vendorKey, ":")
+	return k
 }

@@ -89,7 +89,13 @@ func Serve(t testing.TB, env []string, args ...string) *Proc {
 // error, with everything the process logged, if it exits before listening.
 func TryServe(t testing.TB, env []string, args ...string) (*Proc, error) {
 	t.Helper()
-	bin := Binary(t)
+	return TryServeBinary(t, Binary(t), env, args...)
+}
+
+// TryServeBinary is TryServe with a given keybrake binary (PlainBinary, to
+// measure the process without the race detector's overhead).
+func TryServeBinary(t testing.TB, bin string, env []string, args ...string) (*Proc, error) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	stderr, err := cmd.StderrPipe()

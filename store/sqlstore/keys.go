@@ -16,7 +16,7 @@ import (
 
 const keyColumns = `id, vendor, daily_cap, total_cap, max_per_call, rules, agent_run_label,
 	agent_name, metadata, issuer_id, created_at, expires_at, revoked_at,
-	spent, reserved, calls, denied_calls, alert_thresholds`
+	spent, reserved, calls, denied_calls, alert_thresholds, scope, max_calls_per_minute, idempotency_scope`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -30,11 +30,11 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 		revoked           sql.NullInt64
 		daily, total, per int64
 		spent, reserved   int64
-		thresholds        string
+		thresholds, scope string
 	)
 	err := row.Scan(&k.ID, &k.Vendor, &daily, &total, &per, &rules, &k.AgentRunLabel,
 		&k.AgentName, &meta, &k.IssuerID, &created, &expires, &revoked,
-		&spent, &reserved, &u.Calls, &u.DeniedCalls, &thresholds)
+		&spent, &reserved, &u.Calls, &u.DeniedCalls, &thresholds, &scope, &k.MaxCallsPerMinute, &k.IdempotencyScope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, u, keybrake.ErrNotFound
 	}
@@ -63,6 +63,9 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 	if k.AlertThresholds, err = parseThresholds(thresholds); err != nil {
 		return nil, u, fmt.Errorf("key %s: stored alert thresholds: %w", k.ID, err)
 	}
+	if k.Scope, err = parseScope(scope); err != nil {
+		return nil, u, fmt.Errorf("key %s: stored scope: %w", k.ID, err)
+	}
 	return &k, u, nil
 }
 
@@ -70,7 +73,7 @@ func scanKey(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 // counters. The policy (rules, metadata) is not re-read or re-parsed on the
 // hot path: the proxy matched the rules already, and they never change.
 const keyStateColumns = `id, vendor, daily_cap, total_cap, max_per_call, agent_run_label,
-	created_at, expires_at, revoked_at, spent, reserved, calls, denied_calls`
+	created_at, expires_at, revoked_at, spent, reserved, calls, denied_calls, max_calls_per_minute`
 
 // scanKeyState reads keyStateColumns: a key without its Rules and Metadata.
 func scanKeyState(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
@@ -83,7 +86,7 @@ func scanKeyState(row rowScanner) (*keybrake.Key, keybrake.Usage, error) {
 		spent, reserved   int64
 	)
 	err := row.Scan(&k.ID, &k.Vendor, &daily, &total, &per, &k.AgentRunLabel, &created, &expires, &revoked,
-		&spent, &reserved, &u.Calls, &u.DeniedCalls)
+		&spent, &reserved, &u.Calls, &u.DeniedCalls, &k.MaxCallsPerMinute)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, u, keybrake.ErrNotFound
 	}
@@ -139,7 +142,10 @@ func (s *Store) createKey(ctx context.Context, k *keybrake.Key, secretHash strin
 			out.ID, secretHash, out.Vendor, int64(out.DailyCap), int64(out.TotalCap), int64(out.MaxPerCall),
 			string(rules), out.AgentRunLabel, out.AgentName, string(meta), out.IssuerID,
 			micros(out.CreatedAt), micros(out.ExpiresAt), thresholds)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.keyPolicy(ctx, tx, now, &out)
 	})
 	if err != nil || prior != nil {
 		return nil, prior, err

@@ -86,8 +86,14 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		if status == 0 {
 			status = e.Code.HTTPStatus()
 		}
+		// A denial row carries the price asked, so reports show what was
+		// refused (for a cap, what the call would have reserved).
+		asked := a.Estimate
+		if e.Code == keybrake.CodeCapExhausted {
+			asked = d.Requested
+		}
 		id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: label, outcome: keybrake.DeniedOutcome(e.Code),
-			code: e.Code, status: status, day: day})
+			code: e.Code, status: status, day: day, estimated: asked})
 		if err != nil {
 			return err
 		}
@@ -137,6 +143,14 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 	if a.Denial != nil {
 		return deny(k, a.Denial, 0)
 	}
+	if k.MaxCallsPerMinute > 0 {
+		if e, err := s.rateLimit(ctx, tx, now, k, d); err != nil || e != nil {
+			if err != nil {
+				return err
+			}
+			return deny(k, e, 0)
+		}
+	}
 
 	var claim bool // insert a new idempotency record after reserving
 	if a.IdempotencyKey != "" {
@@ -170,13 +184,13 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 		return err
 	}
 	if claim {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO idempotency (key_id, idem_key, fingerprint, call_id, state, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, k.ID, a.IdempotencyKey, a.Fingerprint, id, idemInFlight,
-			micros(now.Add(a.IdempotencyTTL))); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO idempotency (key_id, idem_key, fingerprint, call_id, state, expires_at, vendor_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, k.ID, a.IdempotencyKey, a.Fingerprint, id, idemInFlight,
+			micros(now.Add(a.IdempotencyTTL)), a.VendorIdempotencyKey); err != nil {
 			return err
 		}
 	}
-	d.CallID, d.Allowed, d.Reserved = id, true, amount
+	d.CallID, d.Allowed, d.Reserved, d.VendorIdempotencyKey = id, true, amount, a.VendorIdempotencyKey
 	d.Usage.Reserved += amount
 	d.Usage.ReservedToday += amount
 	d.Usage.Calls++
@@ -197,9 +211,10 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Tim
 		body      []byte
 		expires   int64
 	)
-	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at
+	var vendorKey string
+	err := tx.QueryRowContext(ctx, `SELECT fingerprint, call_id, state, status, header, body, expires_at, vendor_key
 		FROM idempotency WHERE key_id = $1 AND idem_key = $2`, k.ID, a.IdempotencyKey).
-		Scan(&fp, &callID, &state, &status, &header, &body, &expires)
+		Scan(&fp, &callID, &state, &status, &header, &body, &expires, &vendorKey)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -245,6 +260,13 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Tim
 		if !a.VendorDedupes {
 			return true, deny(k, keybrake.Errorf(keybrake.CodeOutcomeUnknown,
 				"an earlier attempt with Idempotency-Key %q (call %d) has an unknown outcome and %s does not deduplicate retries; it was not sent again, check the vendor before retrying with a new key", a.IdempotencyKey, callID, a.Vendor), 0)
+		}
+		// The retry goes out with the key the unknown attempt sent, so the
+		// vendor deduplicates it ('' for a record older than namespacing:
+		// that attempt sent the client's key as it was).
+		d.VendorIdempotencyKey = vendorKey
+		if vendorKey == "" {
+			d.VendorIdempotencyKey = a.IdempotencyKey
 		}
 		return true, s.takeOver(ctx, tx, now, a, k, d, callID)
 	default:

@@ -112,7 +112,8 @@ func (s *Store) RunSummary(ctx context.Context, label string) (*keybrake.RunSumm
 			return err
 		}
 
-		rows, err = q.QueryContext(ctx, `SELECT outcome, code, vendor, rule, COUNT(*), CAST(COALESCE(SUM(actual), 0) AS BIGINT), MIN(at), MAX(at)
+		rows, err = q.QueryContext(ctx, `SELECT outcome, code, vendor, rule, COUNT(*), CAST(COALESCE(SUM(actual), 0) AS BIGINT), MIN(at), MAX(at),
+			CAST(COALESCE(SUM(estimated), 0) AS BIGINT)
 			FROM calls WHERE agent_run_label = $1 GROUP BY outcome, code, vendor, rule`, label)
 		if err != nil {
 			return err
@@ -123,8 +124,8 @@ func (s *Store) RunSummary(ctx context.Context, label string) (*keybrake.RunSumm
 		var first, last int64
 		for rows.Next() {
 			var outcome, code, vendor, rule string
-			var n, spent, lo, hi int64
-			if err := rows.Scan(&outcome, &code, &vendor, &rule, &n, &spent, &lo, &hi); err != nil {
+			var n, spent, lo, hi, asked int64
+			if err := rows.Scan(&outcome, &code, &vendor, &rule, &n, &spent, &lo, &hi, &asked); err != nil {
 				return err
 			}
 			if first == 0 || lo < first {
@@ -138,6 +139,7 @@ func (s *Store) RunSummary(ctx context.Context, label string) (*keybrake.RunSumm
 			if o.IsDenied() {
 				sum.Denied += n
 				sum.DeniedByCode[keybrake.Code(code)] += n
+				sum.DeniedUSD += keybrake.Micros(asked)
 				continue
 			}
 			sum.Allowed += n

@@ -11,7 +11,8 @@ import (
 	"github.com/keybrake/keybrake"
 )
 
-const tokenColumns = `id, name, max_daily_cap, max_total_cap, vendors, endpoints, max_expires_in, created_at, revoked_at`
+const tokenColumns = `id, name, max_daily_cap, max_total_cap, vendors, endpoints, max_expires_in, created_at, revoked_at,
+	max_outstanding_cap, scope`
 
 func scanToken(row rowScanner) (*keybrake.IssuerToken, error) {
 	var (
@@ -20,15 +21,20 @@ func scanToken(row rowScanner) (*keybrake.IssuerToken, error) {
 		vendors, endpoints   string
 		created              int64
 		revoked              sql.NullInt64
+		outstanding          int64
+		scope                string
 	)
-	err := row.Scan(&t.ID, &t.Name, &daily, &total, &vendors, &endpoints, &maxExp, &created, &revoked)
+	err := row.Scan(&t.ID, &t.Name, &daily, &total, &vendors, &endpoints, &maxExp, &created, &revoked, &outstanding, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keybrake.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	t.MaxDailyCap, t.MaxTotalCap = keybrake.Micros(daily), keybrake.Micros(total)
+	t.MaxDailyCap, t.MaxTotalCap, t.MaxOutstanding = keybrake.Micros(daily), keybrake.Micros(total), keybrake.Micros(outstanding)
+	if t.Scope, err = parseScope(scope); err != nil {
+		return nil, fmt.Errorf("token %s: stored scope: %w", t.ID, err)
+	}
 	t.MaxExpiresIn = time.Duration(maxExp) * time.Second
 	if err := json.Unmarshal([]byte(vendors), &t.Vendors); err != nil {
 		return nil, fmt.Errorf("token %s: stored vendors: %w", t.ID, err)
@@ -75,7 +81,10 @@ func (s *Store) createToken(ctx context.Context, t *keybrake.IssuerToken, secret
 			vendors, endpoints, max_expires_in, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 			out.ID, out.Name, secretHash, int64(out.MaxDailyCap), int64(out.MaxTotalCap), string(vendors),
 			string(endpoints), int64(out.MaxExpiresIn/time.Second), micros(out.CreatedAt))
-		return err
+		if err != nil {
+			return err
+		}
+		return s.tokenPolicy(ctx, tx, &out)
 	})
 	if err != nil || prior != nil {
 		return nil, prior, err

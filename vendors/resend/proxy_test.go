@@ -34,7 +34,8 @@ func TestIdempotencyKeyReplays(t *testing.T) {
 	if n := fakes.Resend.Requests(); n != 1 {
 		t.Fatalf("Resend received %d requests", n)
 	}
-	if got := fakes.Resend.Received()[0].Header.Get("Idempotency-Key"); got != "welcome-42" {
+	// Resend receives the client's key namespaced to the vault key.
+	if got := fakes.Resend.Received()[0].Header.Get("Idempotency-Key"); got != k.ID+":welcome-42" {
 		t.Fatalf("Idempotency-Key upstream = %q", got)
 	}
 	kv, err := env.Admin.GetKey(context.Background(), k.ID)

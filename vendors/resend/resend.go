@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/canon"
 )
 
 // DefaultBaseURL is Resend's API host.
@@ -52,14 +53,27 @@ func (v *Vendor) Name() string { return "resend" }
 // Catalog is Resend's operation catalogue (catalog.go).
 func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
 
-// Prepare checks that a body is JSON, the only encoding Resend takes.
+// Prepare parses a JSON body (the only encoding Resend takes) and forwards
+// it re-encoded from the parse (canon.ParseJSON): no key twice in an
+// object, one spelling of every string, bounded in size and depth. The
+// pricers count recipients in exactly what Resend receives.
 func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
-	if len(req.Body) > 0 {
-		if ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); ct != "application/json" {
-			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Resend takes JSON bodies (Content-Type application/json), got %q", ct)
-		}
+	p := &keybrake.Prepared{Body: req.Body}
+	if len(req.Body) == 0 {
+		return p, nil
 	}
-	return &keybrake.Prepared{Body: req.Body}, nil
+	if ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); ct != "application/json" {
+		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Resend takes JSON bodies (Content-Type application/json), got %q", req.Header.Get("Content-Type"))
+	}
+	doc, err := canon.ParseJSON(req.Body, canon.DefaultLimits)
+	if err != nil {
+		return nil, err
+	}
+	if p.Body, err = doc.Encode(); err != nil {
+		return nil, err
+	}
+	p.ContentType = "application/json"
+	return p, nil
 }
 
 // ObjectID reads the id Resend answered with (the first of a batch).

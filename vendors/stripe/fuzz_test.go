@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -26,7 +27,7 @@ func fuzzVendor(t testing.TB) *Vendor {
 
 func pricingCode(err error) bool {
 	switch keybrake.ErrorCode(err) {
-	case keybrake.CodeUnpriceableRequest, keybrake.CodeCurrencyNotPriced, keybrake.CodeLookupFailed:
+	case keybrake.CodeUnpriceableRequest, keybrake.CodeCurrencyNotPriced, keybrake.CodeLookupFailed, keybrake.CodeRequestTooLarge:
 		return true
 	}
 	return false
@@ -67,6 +68,10 @@ func FuzzPrepare(f *testing.F) {
 		form, err := url.ParseQuery(string(p.Body))
 		if err != nil {
 			t.Fatalf("forwarded body %q is not form encoding: %v", p.Body, err)
+		}
+		// What the pricer read is exactly what the body forwarded says.
+		if !reflect.DeepEqual(form, p.Form) && (len(form) != 0 || len(p.Form) != 0) {
+			t.Fatalf("forwarded %q parses as %v, priced from %v", p.Body, form, p.Form)
 		}
 		if len(form["amount"]) != 1 || len(form["currency"]) != 1 {
 			t.Fatalf("forwarded body %q must carry exactly one amount and currency", p.Body)

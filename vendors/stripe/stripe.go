@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/canon"
 	"github.com/keybrake/keybrake/pricing"
 )
 
@@ -53,36 +54,61 @@ func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
 
 const formType = "application/x-www-form-urlencoded"
 
-// Prepare converts a JSON body on v1 routes to Stripe's form encoding and
-// parses the form for the operation's pricer. Stripe's v1 API takes only
+// forwardedHeaders are the Stripe headers Keybrake reads and forwards on
+// purpose: the connected account or context a call acts on, and the API
+// version that gives its parameters their meaning.
+var forwardedHeaders = []string{"Stripe-Account", "Stripe-Context", "Stripe-Version"}
+
+// Prepare parses a v1 body as Stripe reads it and re-encodes it from what
+// was parsed: a JSON body (what the seed's Lambdas send) becomes Stripe's
+// form encoding, a form body is read under Stripe's key grammar
+// (canon.ParseBracketForm). Either way the body forwarded is exactly the
+// parameters the operation's pricer sees. Stripe's v1 API takes only
 // form-encoded bodies, so anything else is refused: what Keybrake cannot
 // read, it does not forward.
 func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
-	p := &keybrake.Prepared{Body: req.Body, FetchHeader: http.Header{}}
-	for _, h := range []string{"Stripe-Account", "Stripe-Version"} {
+	p := &keybrake.Prepared{Body: req.Body, FetchHeader: http.Header{}, Header: http.Header{}}
+	for _, h := range forwardedHeaders {
 		if val := req.Header.Get(h); val != "" {
-			p.FetchHeader.Set(h, val)
+			p.Header.Set(h, val)
+			p.FetchHeader.Set(h, val) // the lookups read the object in the account the call acts in
+
 		}
 	}
 	if req.Method == http.MethodGet || req.Method == http.MethodDelete || !strings.HasPrefix(req.Path, "/v1/") {
 		return p, nil
 	}
-	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	var ct string
+	if raw := req.Header.Get("Content-Type"); raw != "" {
+		var err error
+		if ct, _, err = mime.ParseMediaType(raw); err != nil {
+			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Content-Type %q cannot be parsed", raw)
+		}
+	}
+	var form *canon.Form
+	var err error
 	switch {
+	case len(req.Body) == 0:
+		form, err = canon.ParseBracketForm(nil, canon.DefaultLimits)
 	case ct == "application/json":
-		form, err := JSONToForm(req.Body)
-		if err != nil {
-			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "%v", err)
+		var doc *canon.JSON
+		if doc, err = canon.ParseJSON(req.Body, canon.DefaultLimits); err == nil {
+			form, err = canon.FormFromJSON(doc, canon.DefaultLimits)
 		}
-		p.Form, p.Body, p.ContentType = form, EncodeForm(form), formType
 	case ct == formType || ct == "":
-		form, err := url.ParseQuery(string(req.Body))
-		if err != nil {
-			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "form body cannot be parsed: %v", err)
-		}
-		p.Form = form
+		form, err = canon.ParseBracketForm(req.Body, canon.DefaultLimits)
 	default:
 		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Stripe takes form-encoded or JSON bodies, got Content-Type %q", ct)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.Body, err = form.Encode(); err != nil {
+		return nil, err
+	}
+	p.Form = form.Values()
+	if len(p.Body) > 0 {
+		p.ContentType = formType
 	}
 	return p, nil
 }
@@ -135,7 +161,8 @@ type stripeError struct {
 // Lambda reads body.code) and adds Stripe's error object, which stripe-go
 // decodes into *stripe.Error{Code, Msg, HTTPStatusCode}. Stripe-Should-Retry
 // tells the SDKs whether retrying can help: never for a refusal, yes for an
-// idempotent request still in flight.
+// idempotent request still in flight and for a key's rate limit (the SDKs
+// then wait and retry by themselves; a 429 cap_exhausted they do not).
 func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
 	typ := "invalid_request_error"
 	if r.Status() >= 500 {
@@ -145,7 +172,7 @@ func (v *Vendor) ErrorResponse(r *keybrake.ErrorReply) (http.Header, any) {
 		typ = "idempotency_error"
 	}
 	h := http.Header{}
-	if r.Code == keybrake.CodeIdempotencyInProgress {
+	if r.Code == keybrake.CodeIdempotencyInProgress || r.Code == keybrake.CodeRateLimited {
 		h.Set("Stripe-Should-Retry", "true")
 	} else {
 		h.Set("Stripe-Should-Retry", "false")

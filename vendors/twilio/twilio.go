@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/canon"
 	"github.com/keybrake/keybrake/pricing"
 )
 
@@ -70,24 +71,44 @@ func (v *Vendor) Catalog() *keybrake.Catalog { return v.catalog }
 
 const formType = "application/x-www-form-urlencoded"
 
-// Prepare puts the real account SID in the path and parses a POST's form
-// for the operation's pricer. Twilio takes only form-encoded bodies; what
+// Prepare puts the real account SID in the path, parses a POST's form
+// under Twilio's grammar (PascalCase names, only list parameters repeated;
+// canon.ParseFlatForm) for the operation's pricer, and forwards the form
+// re-encoded from that parse. Twilio takes only form-encoded bodies; what
 // Keybrake cannot read it does not forward.
 func (v *Vendor) Prepare(req *keybrake.VendorRequest) (*keybrake.Prepared, error) {
 	p := &keybrake.Prepared{Body: req.Body, UpstreamPath: v.upstreamPath(req.Path)}
 	if req.Method != http.MethodPost {
 		return p, nil
 	}
-	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	var ct string
+	if raw := req.Header.Get("Content-Type"); raw != "" {
+		var err error
+		if ct, _, err = mime.ParseMediaType(raw); err != nil {
+			return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Content-Type %q cannot be parsed", raw)
+		}
+	}
 	if ct != formType && ct != "" {
 		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "Twilio takes form-encoded bodies (Content-Type %s), got %q", formType, ct)
 	}
-	form, err := url.ParseQuery(string(req.Body))
+	form, err := canon.ParseFlatForm(req.Body, canon.DefaultLimits, listParam)
 	if err != nil {
-		return nil, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "form body cannot be parsed: %v", err)
+		return nil, err
 	}
-	p.Form = form
+	if p.Body, err = form.Encode(); err != nil {
+		return nil, err
+	}
+	p.Form = form.Values()
+	if len(p.Body) > 0 {
+		p.ContentType = formType
+	}
 	return p, nil
+}
+
+// listParam names the parameters Twilio takes as lists, the only ones a
+// form may repeat.
+func listParam(name string) bool {
+	return repeatable[name] || name == "MediaUrl" || name == "PersistentAction"
 }
 
 // upstreamPath replaces the {AccountSid} segment of

@@ -214,7 +214,7 @@ func TestQuoteRefusals(t *testing.T) {
 	}{
 		{"no To", request("POST", msgPath, form("Body", "hi")), keybrake.CodeUnpriceableRequest, "To is required"},
 		{"two To", request("POST", msgPath, form("To", "+15551234567", "To", "+15551234568", "Body", "hi")), keybrake.CodeUnpriceableRequest, "more than once"},
-		{"lower-case to", request("POST", msgPath, form("To", "+15551234567", "to", "+4915112345678", "Body", "hi")), keybrake.CodeUnpriceableRequest, `write it "To"`},
+		{"lower-case to", request("POST", msgPath, form("To", "+15551234567", "to", "+4915112345678", "Body", "hi")), keybrake.CodeUnpriceableRequest, `form key "to": parameter names are letters and digits starting with a capital`},
 		{"two Body", request("POST", msgPath, form("To", "+15551234567", "Body", "a", "Body", "b")), keybrake.CodeUnpriceableRequest, "more than once"},
 		{"whatsapp", request("POST", msgPath, form("To", "whatsapp:+15551234567", "Body", "hi")), keybrake.CodeUnpriceableRequest, "channel"},
 		{"national number", request("POST", msgPath, form("To", "5551234567", "Body", "hi")), keybrake.CodeUnpriceableRequest, "E.164"},
@@ -224,7 +224,7 @@ func TestQuoteRefusals(t *testing.T) {
 		{"content template", request("POST", msgPath, form("To", "+15551234567", "ContentSid", "HX123")), keybrake.CodeUnpriceableRequest, "ContentSid"},
 		{"shortened urls", request("POST", msgPath, form("To", "+15551234567", "Body", "http://a.co", "ShortenUrls", "true")), keybrake.CodeUnpriceableRequest, "ShortenUrls"},
 		{"bad utf8", request("POST", msgPath, []byte("To=%2B15551234567&Body=%FF")), keybrake.CodeUnpriceableRequest, "UTF-8"},
-		{"bad form", request("POST", msgPath, []byte("To=%zz")), keybrake.CodeUnpriceableRequest, "cannot be parsed"},
+		{"bad form", request("POST", msgPath, []byte("To=%zz")), keybrake.CodeUnpriceableRequest, "not valid percent-encoding"},
 		{"json", &keybrake.VendorRequest{Method: "POST", Path: msgPath, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"To":"+15551234567"}`)}, keybrake.CodeUnpriceableRequest, "form-encoded"},
 		{"query", &keybrake.VendorRequest{Method: "POST", Path: msgPath, Query: "To=%2B1", Header: http.Header{}, Body: form("To", "+15551234567", "Body", "x")}, keybrake.CodeUnpriceableRequest, "query"},
 		{"gzip", &keybrake.VendorRequest{Method: "POST", Path: msgPath, Header: http.Header{"Content-Encoding": {"gzip"}}, Body: []byte("x")}, keybrake.CodeUnpriceableRequest, "Content-Encoding"},

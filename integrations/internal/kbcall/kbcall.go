@@ -86,8 +86,8 @@ func (e *CapExhausted) Error() string {
 
 // KeybrakeTransient is a failure after which a retry with the same
 // Idempotency-Key is safe and may succeed: network errors, vendor 5xx or
-// 429/409, Keybrake's upstream_unreachable, store_unavailable and
-// idempotency_in_progress.
+// 429/409, Keybrake's upstream_unreachable, store_unavailable,
+// idempotency_in_progress and rate_limited.
 type KeybrakeTransient struct {
 	Status  int    // HTTP status, 0 for a network error
 	Code    string // Keybrake's code, when Keybrake answered for itself
@@ -142,8 +142,11 @@ func describe(kind string, status int, code, msg string) string {
 }
 
 // transientCodes are Keybrake codes after which the same request may be
-// retried with the same Idempotency-Key.
+// retried with the same Idempotency-Key. rate_limited is one: the key's
+// max_calls_per_minute is spent for the moment, not its budget (that is
+// cap_exhausted), and nothing was sent.
 var transientCodes = map[string]bool{
+	"rate_limited":            true,
 	"idempotency_in_progress": true,
 	"upstream_unreachable":    true,
 	"store_unavailable":       true,

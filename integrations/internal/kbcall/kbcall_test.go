@@ -16,6 +16,9 @@ func TestClassify(t *testing.T) {
 	}{
 		{429, `{"code":"cap_exhausted","message":"daily cap","key_id":"vk_1","error":{"type":"invalid_request_error","code":"cap_exhausted"}}`, "CapExhausted", ""},
 		{409, `{"code":"idempotency_in_progress","message":"in flight"}`, "KeybrakeTransient", "idempotency_in_progress"},
+		// A rate limit is not the cap: retry later, same Idempotency-Key.
+		{429, `{"code":"rate_limited","message":"3 calls a minute","retry_after":20,"error":{"type":"invalid_request_error","code":"rate_limited"}}`, "KeybrakeTransient", "rate_limited"},
+		{403, `{"code":"scope_violation","message":"customer","field":"stripe_customers"}`, "KeybrakeRefused", "scope_violation"},
 		{502, `{"code":"upstream_unreachable","message":"stripe did not answer"}`, "KeybrakeTransient", "upstream_unreachable"},
 		{503, `{"code":"store_unavailable","message":"ledger"}`, "KeybrakeTransient", "store_unavailable"},
 		{401, `{"code":"key_revoked","message":"revoked"}`, "KeybrakeRefused", "key_revoked"},

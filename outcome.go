@@ -18,7 +18,7 @@ var codes = []Code{
 	CodeStoreUnavailable, CodeUpstreamUnreachable, CodeVendorNotConfigured,
 	CodeInternal, CodeIssuerLimitExceeded, CodeForbidden,
 	CodeUnsupportedContentType, CodeUnknownOperation, CodeOperationForbidden,
-	CodeLookupFailed,
+	CodeLookupFailed, CodeScopeViolation, CodeRateLimited, CodeAmbiguousHeader,
 }
 
 // outcomes are the outcomes that are not denials.

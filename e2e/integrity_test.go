@@ -556,7 +556,7 @@ func TestAuditRetention(t *testing.T) {
 	if rows := calls(t, env, client.ListCallsParams{KeyID: live.ID}); len(rows) != 2 {
 		t.Fatalf("the live key keeps %d rows, want 2", len(rows))
 	}
-	if v := getKey(t, env, done.ID); *v.SpentUSD != keybrake.MicrosPerUSD || *v.Calls != 1 {
+	if v := getKey(t, env, done.ID); *v.SpentUSD != keybrake.MicrosPerUSD || *v.AllowedCalls != 1 || *v.DeniedCalls != 1 {
 		t.Fatalf("the pruned key's counters moved: %+v", v)
 	}
 }

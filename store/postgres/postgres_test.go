@@ -164,7 +164,9 @@ func TestHungDatabaseFailsClosed(t *testing.T) {
 	url, _ := pgtest.Schema(t, kbtest.PostgresURL(t))
 	fwd, url := pgtest.ForwardURL(t, url)
 	s, err := postgres.Open(t.Context(), pgtest.WithParams(t, url, "pool_max_conns", "2"),
-		postgres.Options{QueryTimeout: 300 * time.Millisecond, ConnectTimeout: time.Second})
+		// The backstop must outlast a healthy commit on a loaded CI machine
+		// (300ms did not), yet end a hang well before the test's own limits.
+		postgres.Options{QueryTimeout: 2 * time.Second, ConnectTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

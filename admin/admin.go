@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 	"github.com/keybrake/keybrake/webhooks"
 )
 
@@ -194,14 +195,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n')) //nolint:errcheck // the client may have gone
 }
 
-type errorBody struct {
-	Code    keybrake.Code `json:"code"`
-	Message string        `json:"message"`
-	Field   string        `json:"field,omitempty"`
-}
-
 func writeError(w http.ResponseWriter, e *keybrake.Error) {
-	writeJSON(w, e.Code.HTTPStatus(), errorBody{Code: e.Code, Message: e.Message, Field: e.Field})
+	writeJSON(w, e.Code.HTTPStatus(), api.Error{Code: e.Code, Message: e.Message, Field: e.Field})
 }
 
 // storeError maps a store failure to an answer.

@@ -5,13 +5,8 @@ import (
 	"strconv"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
-
-// CallJSON is an audit row as the API shows it.
-type CallJSON struct {
-	*keybrake.Call
-	LatencyMS int64 `json:"latency_ms"`
-}
 
 func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -43,9 +38,9 @@ func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "calls", err)
 		return
 	}
-	page := Page[CallJSON]{Data: make([]CallJSON, 0, len(calls)), NextCursor: next, HasMore: next != ""}
+	page := api.Page[api.Call]{Data: make([]api.Call, 0, len(calls)), NextCursor: next, HasMore: next != ""}
 	for _, c := range calls {
-		page.Data = append(page.Data, CallJSON{Call: c, LatencyMS: c.Latency.Milliseconds()})
+		page.Data = append(page.Data, api.Call{Call: c, LatencyMS: c.Latency.Milliseconds()})
 	}
 	writeJSON(w, http.StatusOK, page)
 }

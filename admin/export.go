@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
 // callBounds reads since and until for the audit log: unlike the reports'
@@ -62,7 +63,7 @@ func (a *API) exportCalls(w http.ResponseWriter, r *http.Request, f keybrake.Cal
 		h.Set("Content-Disposition", `attachment; filename="keybrake-calls.ndjson"`)
 		enc := json.NewEncoder(w)
 		write = func(c *keybrake.Call) error {
-			return enc.Encode(CallJSON{Call: c, LatencyMS: c.Latency.Milliseconds()})
+			return enc.Encode(api.Call{Call: c, LatencyMS: c.Latency.Milliseconds()})
 		}
 	default:
 		writeError(w, keybrake.FieldError("format", "format must be json, csv or ndjson"))

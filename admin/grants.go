@@ -5,36 +5,21 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
-// RuleGrant is what one allow-list rule grants: the catalogue operations it
-// covers, each with its method, path and price model, so an orchestrator
-// sees what it handed the agent.
-type RuleGrant struct {
-	Rule       string          `json:"rule"`
-	Operations []OperationJSON `json:"operations"`
-}
-
-// OperationJSON is one catalogue operation as the admin API shows it.
-type OperationJSON struct {
-	Operation  string              `json:"operation"`
-	Method     string              `json:"method"`
-	Path       string              `json:"path"`
-	PriceModel keybrake.PriceModel `json:"price_model"`
-}
-
 // grants lists what each rule of a key grants in its vendor's catalogue.
-func (a *API) grants(vendor string, rules keybrake.Rules) []RuleGrant {
+func (a *API) grants(vendor string, rules keybrake.Rules) []api.RuleGrant {
 	v, ok := a.vendors[vendor]
 	if !ok {
 		return nil
 	}
 	cat := v.Catalog()
-	out := make([]RuleGrant, 0, len(rules))
+	out := make([]api.RuleGrant, 0, len(rules))
 	for _, r := range rules {
-		g := RuleGrant{Rule: r.String(), Operations: []OperationJSON{}}
+		g := api.RuleGrant{Rule: r.String(), Operations: []api.Operation{}}
 		for _, op := range cat.Covers(r) {
-			g.Operations = append(g.Operations, OperationJSON{Operation: op.Name, Method: op.Method, Path: op.Path(), PriceModel: op.Model})
+			g.Operations = append(g.Operations, api.Operation{Operation: op.Name, Method: op.Method, Path: op.Path(), PriceModel: op.Model})
 		}
 		out = append(out, g)
 	}

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
 // issueStore is what idempotent issuance needs of the store.
@@ -55,7 +56,7 @@ type issueStore interface {
 
 // replayedHeader marks an answer replayed for a retried Idempotency-Key,
 // as on proxied calls.
-const replayedHeader = "Keybrake-Idempotent-Replayed"
+const replayedHeader = api.ReplayedHeader
 
 // issueClaim reads the request's Idempotency-Key into a claim for the
 // resource about to be created with secret, or nil when there is none.
@@ -193,7 +194,7 @@ func (a *API) storeKey(w http.ResponseWriter, r *http.Request, req *IssueRequest
 }
 
 // storeToken is storeKey for issuer tokens.
-func (a *API) storeToken(w http.ResponseWriter, r *http.Request, req *TokenRequest, t *keybrake.IssuerToken, secret string) (*keybrake.IssuerToken, bool) {
+func (a *API) storeToken(w http.ResponseWriter, r *http.Request, req *api.TokenRequest, t *keybrake.IssuerToken, secret string) (*keybrake.IssuerToken, bool) {
 	claim, e := a.issueClaim(r, "POST /vault/tokens", req, t.ID, secret)
 	if e != nil {
 		writeError(w, e)

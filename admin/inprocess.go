@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
 // The API's operations for callers in the same process, such as the
@@ -16,19 +17,19 @@ import (
 // every later decision, idempotently (a second revoke answers the first
 // revocation's time), with its key.revoked event written in the same
 // transaction. An unknown key is keybrake.ErrNotFound.
-func (a *API) Revoke(ctx context.Context, id string) (RevokeResponse, error) {
+func (a *API) Revoke(ctx context.Context, id string) (api.RevokeResponse, error) {
 	k, err := a.cfg.Store.RevokeKey(ctx, id)
 	if err != nil {
-		return RevokeResponse{}, err
+		return api.RevokeResponse{}, err
 	}
 	a.log.Info("vault key revoked", "key_id", k.ID, "revoked_at", k.RevokedAt)
-	return RevokeResponse{ID: k.ID, Status: keybrake.StatusRevoked, RevokedAt: *k.RevokedAt}, nil
+	return api.RevokeResponse{ID: k.ID, Status: keybrake.StatusRevoked, RevokedAt: *k.RevokedAt}, nil
 }
 
 // View is a key as GET /vault/keys/{key_id} shows it: its policy, status and
 // usage, with the remaining headroom zero unless the key is active, and the
 // catalogue operations each of its rules grants.
-func (a *API) View(v *keybrake.KeyView) KeyJSON {
+func (a *API) View(v *keybrake.KeyView) api.Key {
 	out := viewJSON(v)
 	out.AllowedOperations = a.grants(v.Vendor, v.Rules)
 	return out

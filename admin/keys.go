@@ -11,26 +11,8 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
-
-// IssueRequest is the body of POST /vault/keys. Money fields and expires_in
-// are kept raw: money is read from its literal text (never through a
-// float), and expires_in may be "30m" or a number of seconds.
-type IssueRequest struct {
-	Vendor           string            `json:"vendor"`
-	DailyUSDCap      json.RawMessage   `json:"daily_usd_cap"`
-	AllowedEndpoints []string          `json:"allowed_endpoints"`
-	ExpiresIn        json.RawMessage   `json:"expires_in"`
-	AgentRunLabel    string            `json:"agent_run_label"`
-	AgentName        string            `json:"agent_name"`
-	TotalUSDCap      json.RawMessage   `json:"total_usd_cap"`
-	MaxUSDPerCall    json.RawMessage   `json:"max_usd_per_call"`
-	Metadata         map[string]string `json:"metadata"`
-
-	AlertThresholds *[]int `json:"alert_thresholds"` // absent: the default; []: none
-
-	KeyPolicy // scope, max_calls_per_minute, idempotency_scope (policy.go)
-}
 
 // Limits on free-text fields of a key.
 const (
@@ -42,44 +24,8 @@ const (
 	minExpiresIn = time.Second
 )
 
-// KeyJSON is a key as the API shows it. VaultKey is set only in the answer
-// to the POST that created it.
-type KeyJSON struct {
-	ID               string             `json:"key_id"`
-	VaultKey         string             `json:"vault_key,omitempty"`
-	Vendor           string             `json:"vendor"`
-	Status           keybrake.KeyStatus `json:"status"`
-	DailyUSDCap      keybrake.Micros    `json:"daily_usd_cap"`
-	TotalUSDCap      *keybrake.Micros   `json:"total_usd_cap,omitempty"`
-	MaxUSDPerCall    *keybrake.Micros   `json:"max_usd_per_call,omitempty"`
-	AllowedEndpoints []string           `json:"allowed_endpoints"`
-	AgentRunLabel    string             `json:"agent_run_label"`
-	AgentName        string             `json:"agent_name,omitempty"`
-	Metadata         map[string]string  `json:"metadata,omitempty"`
-	IssuerID         string             `json:"issuer_id,omitempty"`
-	CreatedAt        time.Time          `json:"created_at"`
-	ExpiresAt        time.Time          `json:"expires_at"`
-	RevokedAt        *time.Time         `json:"revoked_at,omitempty"`
-	SpentUSD         *keybrake.Micros   `json:"spent_usd,omitempty"`
-	SpentTodayUSD    *keybrake.Micros   `json:"spent_today_usd,omitempty"`
-	ReservedUSD      *keybrake.Micros   `json:"reserved_usd,omitempty"`
-	RemainingUSD     *keybrake.Micros   `json:"remaining_usd,omitempty"`
-	// Calls counts every proxied request made with the key, allowed
-	// (forwarded or replayed) and denied alike, as the reports do.
-	Calls        *int64 `json:"calls,omitempty"`
-	AllowedCalls *int64 `json:"allowed_calls,omitempty"`
-	DeniedCalls  *int64 `json:"denied_calls,omitempty"`
-
-	AlertThresholds []int `json:"alert_thresholds"`
-	// AllowedOperations lists, for each allowed endpoint, the catalogue
-	// operations it grants (grants.go).
-	AllowedOperations []RuleGrant `json:"allowed_operations,omitempty"`
-
-	KeyPolicy // scope, max_calls_per_minute, idempotency_scope (policy.go)
-}
-
-func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
-	out := KeyJSON{
+func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) api.Key {
+	out := api.Key{
 		ID: k.ID, Vendor: k.Vendor, Status: status, DailyUSDCap: k.DailyCap,
 		AllowedEndpoints: k.Rules.Strings(), AgentRunLabel: k.AgentRunLabel, AgentName: k.AgentName,
 		Metadata: k.Metadata, IssuerID: k.IssuerID, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
@@ -94,7 +40,7 @@ func keyJSON(k *keybrake.Key, status keybrake.KeyStatus) KeyJSON {
 	return out
 }
 
-func viewJSON(v *keybrake.KeyView) KeyJSON {
+func viewJSON(v *keybrake.KeyView) api.Key {
 	out := keyJSON(&v.Key, v.Status)
 	u := v.Usage
 	remaining := v.Key.Remaining(u)
@@ -336,13 +282,6 @@ func (a *API) ownKey(w http.ResponseWriter, r *http.Request) (*keybrake.KeyView,
 	return v, true
 }
 
-// Page is a list answer: data newest first, and a cursor while more remain.
-type Page[T any] struct {
-	Data       []T    `json:"data"`
-	HasMore    bool   `json:"has_more"`
-	NextCursor string `json:"next_cursor,omitempty"`
-}
-
 func limitParam(r *http.Request) (int, *keybrake.Error) {
 	s := r.URL.Query().Get("limit")
 	if s == "" {
@@ -371,19 +310,12 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "keys", err)
 		return
 	}
-	page := Page[KeyJSON]{Data: make([]KeyJSON, 0, len(views)), NextCursor: next, HasMore: next != ""}
+	page := api.Page[api.Key]{Data: make([]KeyJSON, 0, len(views)), NextCursor: next, HasMore: next != ""}
 	for _, v := range views {
 		out := a.View(v)
 		page.Data = append(page.Data, out)
 	}
 	writeJSON(w, http.StatusOK, page)
-}
-
-// RevokeResponse is the answer to DELETE /vault/keys/{key_id}.
-type RevokeResponse struct {
-	ID        string             `json:"key_id"`
-	Status    keybrake.KeyStatus `json:"status"`
-	RevokedAt time.Time          `json:"revoked_at"`
 }
 
 func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {

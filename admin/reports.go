@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
 // reportStore is what the reports and the audit export read.
@@ -68,15 +69,6 @@ func agentNameParam(r *http.Request) *string {
 	return nil
 }
 
-// Report is a report answer: the window it covers and its rows.
-type Report[T any] struct {
-	Since      time.Time `json:"since"`
-	Until      time.Time `json:"until"`
-	Data       []T       `json:"data"`
-	HasMore    bool      `json:"has_more"`
-	NextCursor string    `json:"next_cursor,omitempty"`
-}
-
 func (a *API) reportRuns(w http.ResponseWriter, r *http.Request) {
 	rq, ok := a.reportParams(w, r)
 	if !ok {
@@ -101,7 +93,7 @@ func (a *API) reportRuns(w http.ResponseWriter, r *http.Request) {
 		writeCSV(w, "runs", runHeader, len(rows), func(i int) []string { return runRecord(&rows[i]) })
 		return
 	}
-	writeJSON(w, http.StatusOK, Report[keybrake.RunRow]{Since: rq.window.Since, Until: rq.window.Until,
+	writeJSON(w, http.StatusOK, api.RunsReport{Since: rq.window.Since, Until: rq.window.Until,
 		Data: nonNil(rows), HasMore: next != "", NextCursor: next})
 }
 
@@ -110,15 +102,6 @@ var runHeader = []string{"agent_run_label", "agent_name", "keys", "calls", "allo
 func runRecord(r *keybrake.RunRow) []string {
 	return []string{r.AgentRunLabel, r.AgentName, itoa(r.Keys), itoa(r.Calls), itoa(r.AllowedCalls), itoa(r.DeniedCalls), itoa(r.UnknownCalls),
 		r.Spent.String(), r.Cap.String(), stamp(r.FirstCall), stamp(r.LastCall)}
-}
-
-// AgentsReport is the agents report: rows keyed by agent_name, or by
-// label_prefix when grouped so.
-type AgentsReport struct {
-	Since   time.Time        `json:"since"`
-	Until   time.Time        `json:"until"`
-	GroupBy string           `json:"group_by"`
-	Data    []map[string]any `json:"data"`
 }
 
 func (a *API) reportAgents(w http.ResponseWriter, r *http.Request) {
@@ -156,19 +139,12 @@ func (a *API) reportAgents(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	out := AgentsReport{Since: rq.window.Since, Until: rq.window.Until, GroupBy: f.GroupBy, Data: make([]map[string]any, 0, len(rows))}
+	out := api.AgentsReport{Since: rq.window.Since, Until: rq.window.Until, GroupBy: f.GroupBy, Data: make([]map[string]any, 0, len(rows))}
 	for _, x := range rows {
 		out.Data = append(out.Data, map[string]any{f.GroupBy: x.Group, "runs": x.Runs, "calls": x.Calls,
 			"spent_usd": x.Spent, "avg_run_usd": x.AvgRun, "max_run_usd": x.MaxRun})
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// DailyReport is the daily report's answer.
-type DailyReport struct {
-	Since time.Time `json:"since"`
-	Until time.Time `json:"until"`
-	*keybrake.DailyReport
 }
 
 func (a *API) reportDaily(w http.ResponseWriter, r *http.Request) {
@@ -193,16 +169,7 @@ func (a *API) reportDaily(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	writeJSON(w, http.StatusOK, DailyReport{Since: rq.window.Since, Until: rq.window.Until, DailyReport: rep})
-}
-
-// AnomaliesReport is the anomalies report's answer, with the rule applied.
-type AnomaliesReport struct {
-	Since  time.Time             `json:"since"`
-	Until  time.Time             `json:"until"`
-	Factor keybrake.Factor       `json:"factor"`
-	MinUSD *keybrake.Micros      `json:"min_usd,omitempty"`
-	Data   []keybrake.AnomalyRow `json:"data"`
+	writeJSON(w, http.StatusOK, api.DailyReport{Since: rq.window.Since, Until: rq.window.Until, DailyReport: rep})
 }
 
 func (a *API) reportAnomalies(w http.ResponseWriter, r *http.Request) {
@@ -252,7 +219,7 @@ func (a *API) reportAnomalies(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	out := AnomaliesReport{Since: rq.window.Since, Until: rq.window.Until, Factor: f.Factor, Data: nonNil(rows)}
+	out := api.AnomaliesReport{Since: rq.window.Since, Until: rq.window.Until, Factor: f.Factor, Data: nonNil(rows)}
 	if f.MinUSD > 0 {
 		out.MinUSD = &f.MinUSD
 	}

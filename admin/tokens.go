@@ -1,50 +1,16 @@
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 )
 
-// TokenRequest is the body of POST /vault/tokens.
-type TokenRequest struct {
-	Name         string          `json:"name"`
-	MaxDailyUSD  json.RawMessage `json:"max_daily_usd_cap"`
-	MaxTotalUSD  json.RawMessage `json:"max_total_usd_cap"`
-	Vendors      []string        `json:"vendors"`
-	Endpoints    []string        `json:"endpoints"`
-	MaxExpiresIn json.RawMessage `json:"max_expires_in"`
-	// MaxOutstandingUSD bounds the sum of the daily caps of the token's
-	// active keys; ScopeFields are ceilings on its keys' scope.
-	MaxOutstandingUSD json.RawMessage `json:"max_outstanding_usd"`
-	ScopeFields
-}
-
-// TokenJSON is an issuer token as the API shows it; Token (the secret) only
-// in the answer to the POST that created it.
-type TokenJSON struct {
-	ID           string           `json:"token_id"`
-	Token        string           `json:"token,omitempty"`
-	Name         string           `json:"name"`
-	Status       string           `json:"status"`
-	MaxDailyUSD  keybrake.Micros  `json:"max_daily_usd_cap"`
-	MaxTotalUSD  *keybrake.Micros `json:"max_total_usd_cap,omitempty"`
-	Vendors      []string         `json:"vendors"`
-	Endpoints    []string         `json:"endpoints"`
-	MaxExpiresIn string           `json:"max_expires_in"`
-	CreatedAt    time.Time        `json:"created_at"`
-	RevokedAt    *time.Time       `json:"revoked_at,omitempty"`
-
-	MaxOutstandingUSD *keybrake.Micros `json:"max_outstanding_usd,omitempty"`
-	ScopeFields
-}
-
-func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
-	out := TokenJSON{ID: t.ID, Name: t.Name, Status: "active", MaxDailyUSD: t.MaxDailyCap, Vendors: t.Vendors,
+func tokenJSON(t *keybrake.IssuerToken) api.Token {
+	out := api.Token{ID: t.ID, Name: t.Name, Status: "active", MaxDailyUSD: t.MaxDailyCap, Vendors: t.Vendors,
 		Endpoints: t.Endpoints.Strings(), MaxExpiresIn: t.MaxExpiresIn.String(), CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
 	if t.MaxTotalCap > 0 {
 		out.MaxTotalUSD = &t.MaxTotalCap
@@ -52,7 +18,7 @@ func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
 	if t.MaxOutstanding > 0 {
 		out.MaxOutstandingUSD = &t.MaxOutstanding
 	}
-	out.ScopeFields = scopeFieldsOf(t.Scope)
+	out.ScopeFields = api.ScopeFieldsOf(t.Scope)
 	if t.RevokedAt != nil {
 		out.Status = "revoked"
 	}
@@ -60,7 +26,7 @@ func tokenJSON(t *keybrake.IssuerToken) TokenJSON {
 }
 
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req api.TokenRequest
 	if e := decodeJSON(r, w, &req); e != nil {
 		writeError(w, e)
 		return
@@ -129,7 +95,7 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "tokens", err)
 		return
 	}
-	page := Page[TokenJSON]{Data: make([]TokenJSON, 0, len(tokens))}
+	page := api.Page[api.Token]{Data: make([]api.Token, 0, len(tokens))}
 	for _, t := range tokens {
 		page.Data = append(page.Data, tokenJSON(t))
 	}

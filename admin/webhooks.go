@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/keybrake/keybrake"
+	"github.com/keybrake/keybrake/api"
 	"github.com/keybrake/keybrake/webhooks"
 )
 
@@ -27,22 +28,8 @@ func (a *API) routeWebhooks() {
 	a.mux.HandleFunc("GET /vault/webhooks/{webhook_id}/deliveries", adminOnly(a.listDeliveries))
 }
 
-// WebhookRequest is the body of POST /vault/webhooks.
-type WebhookRequest struct {
-	URL         string   `json:"url"`
-	Events      []string `json:"events"`
-	Description string   `json:"description"`
-}
-
-// WebhookJSON is a webhook as the API shows it; Secret (whsec_…) only in
-// the answer to the POST that created it.
-type WebhookJSON struct {
-	keybrake.Webhook
-	Secret string `json:"secret,omitempty"`
-}
-
 func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) {
-	var req WebhookRequest
+	var req api.WebhookRequest
 	if e := decodeJSON(r, w, &req); e != nil {
 		writeError(w, e)
 		return
@@ -75,7 +62,7 @@ func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("webhook created", "webhook_id", created.ID, "events", strings.Join(created.Events, ","), "secret_sealed", a.cfg.Sealer.Sealed())
-	writeJSON(w, http.StatusCreated, WebhookJSON{Webhook: *created, Secret: secret})
+	writeJSON(w, http.StatusCreated, api.Webhook{Webhook: *created, Secret: secret})
 }
 
 // publicHost refuses a URL whose host is a literal private or local
@@ -98,17 +85,11 @@ func (a *API) listWebhooks(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "webhooks", err)
 		return
 	}
-	page := Page[WebhookJSON]{Data: make([]WebhookJSON, 0, len(hooks))}
+	page := api.Page[api.Webhook]{Data: make([]api.Webhook, 0, len(hooks))}
 	for _, h := range hooks {
-		page.Data = append(page.Data, WebhookJSON{Webhook: *h})
+		page.Data = append(page.Data, api.Webhook{Webhook: *h})
 	}
 	writeJSON(w, http.StatusOK, page)
-}
-
-// WebhookDeleted is the answer to DELETE /vault/webhooks/{id}.
-type WebhookDeleted struct {
-	ID      string `json:"webhook_id"`
-	Deleted bool   `json:"deleted"`
 }
 
 func (a *API) deleteWebhook(w http.ResponseWriter, r *http.Request) {
@@ -118,7 +99,7 @@ func (a *API) deleteWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("webhook deleted", "webhook_id", id)
-	writeJSON(w, http.StatusOK, WebhookDeleted{ID: id, Deleted: true})
+	writeJSON(w, http.StatusOK, api.WebhookDeleted{ID: id, Deleted: true})
 }
 
 func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +114,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "webhook "+strconv.Quote(id), err)
 		return
 	}
-	page := Page[keybrake.Delivery]{Data: make([]keybrake.Delivery, 0, len(list)), HasMore: next != "", NextCursor: next}
+	page := api.Page[keybrake.Delivery]{Data: make([]keybrake.Delivery, 0, len(list)), HasMore: next != "", NextCursor: next}
 	for _, d := range list {
 		page.Data = append(page.Data, *d)
 	}

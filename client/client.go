@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
-	"github.com/keybrake/keybrake/admin"
+	"github.com/keybrake/keybrake/api"
 )
 
 // Client talks to one Keybrake admin API.
@@ -64,25 +64,25 @@ func (e *Error) Error() string {
 }
 
 // Key is a vault key as the API shows it; VaultKey is set only when issued.
-type Key = admin.KeyJSON
+type Key = api.Key
 
 // Call is one audit row.
-type Call = admin.CallJSON
+type Call = api.Call
 
 // RunSummary is the per-run spend report.
 type RunSummary = keybrake.RunSummary
 
 // Revocation is the answer to a revoke.
-type Revocation = admin.RevokeResponse
+type Revocation = api.RevokeResponse
 
 // Page is one page of a listing.
-type Page[T any] = admin.Page[T]
+type Page[T any] = api.Page[T]
 
 // KeyPolicy is a key's scope, rate limit and idempotency scope;
 // ScopeFields its scope (also an issuer token's ceilings).
 type (
-	KeyPolicy   = admin.KeyPolicy
-	ScopeFields = admin.ScopeFields
+	KeyPolicy   = api.KeyPolicy
+	ScopeFields = api.ScopeFields
 )
 
 // IssueParams describes a key to issue. Dollar amounts are decimal strings
@@ -103,8 +103,8 @@ type IssueParams struct {
 	AlertThresholds *[]int `json:"alert_thresholds,omitempty"`
 
 	// Scope fields, max_calls_per_minute and idempotency_scope (see
-	// admin.KeyPolicy).
-	admin.KeyPolicy
+	// api.KeyPolicy).
+	api.KeyPolicy
 }
 
 // IssueKey creates a vault key. The secret is in the answer's VaultKey and
@@ -224,7 +224,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 	defer resp.Body.Close()
 	if o.replayed != nil {
-		*o.replayed = resp.Header.Get("Keybrake-Idempotent-Replayed") == "true"
+		*o.replayed = resp.Header.Get(api.ReplayedHeader) == "true"
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 	if err != nil {
@@ -260,7 +260,7 @@ func errorFrom(status int, data []byte) *Error {
 
 // Token is an issuer token as the API shows it; Token (the secret) is set
 // only when created.
-type Token = admin.TokenJSON
+type Token = api.Token
 
 // TokenParams describes a scoped issuer token: the ceilings of every key it
 // may issue. Dollar amounts are decimal strings; MaxExpiresIn a duration.
@@ -275,7 +275,7 @@ type TokenParams struct {
 	// active keys.
 	MaxOutstandingUSD string `json:"max_outstanding_usd,omitempty"`
 	// Ceilings on the scope of the keys it issues.
-	admin.ScopeFields
+	api.ScopeFields
 }
 
 // CreateToken creates an issuer token (admin token only). The secret is in

@@ -10,7 +10,7 @@ import (
 	"strconv"
 
 	"github.com/keybrake/keybrake"
-	"github.com/keybrake/keybrake/admin"
+	"github.com/keybrake/keybrake/api"
 )
 
 // ReportParams filter the spend reports. Since and Until are RFC 3339 or
@@ -50,10 +50,10 @@ func (p ReportParams) query() url.Values {
 
 // Report answers of the four reports.
 type (
-	RunsReport      = admin.Report[keybrake.RunRow]
-	AgentsReport    = admin.AgentsReport
-	DailyReport     = admin.DailyReport
-	AnomaliesReport = admin.AnomaliesReport
+	RunsReport      = api.RunsReport
+	AgentsReport    = api.AgentsReport
+	DailyReport     = api.DailyReport
+	AnomaliesReport = api.AnomaliesReport
 )
 
 // ReportRuns is one row per agent_run_label, newest first, paginated.
@@ -157,13 +157,13 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, w io.Wri
 }
 
 // Webhook is a webhook as the API shows it; Secret only when created.
-type Webhook = admin.WebhookJSON
+type Webhook = api.Webhook
 
 // Delivery is one event on its way to one webhook, with its attempts.
 type Delivery = keybrake.Delivery
 
 // WebhookParams describes a webhook to create.
-type WebhookParams = admin.WebhookRequest
+type WebhookParams = api.WebhookRequest
 
 // CreateWebhook registers a receiver. The signing secret (whsec_…) is in
 // the answer's Secret and is never shown again.

@@ -23,10 +23,10 @@ type reportStore interface {
 }
 
 func (a *API) routeReports() {
-	a.mux.HandleFunc("GET /vault/reports/runs", adminOnly(a.reportRuns))
-	a.mux.HandleFunc("GET /vault/reports/agents", adminOnly(a.reportAgents))
-	a.mux.HandleFunc("GET /vault/reports/daily", adminOnly(a.reportDaily))
-	a.mux.HandleFunc("GET /vault/reports/anomalies", adminOnly(a.reportAnomalies))
+	a.handle("GET /vault/reports/runs", adminOnly(a.reportRuns))
+	a.handle("GET /vault/reports/agents", adminOnly(a.reportAgents))
+	a.handle("GET /vault/reports/daily", adminOnly(a.reportDaily))
+	a.handle("GET /vault/reports/anomalies", adminOnly(a.reportAnomalies))
 }
 
 // reportQuery is what every report reads from the query string.

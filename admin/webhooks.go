@@ -22,10 +22,10 @@ type webhookStore interface {
 }
 
 func (a *API) routeWebhooks() {
-	a.mux.HandleFunc("POST /vault/webhooks", adminOnly(a.createWebhook))
-	a.mux.HandleFunc("GET /vault/webhooks", adminOnly(a.listWebhooks))
-	a.mux.HandleFunc("DELETE /vault/webhooks/{webhook_id}", adminOnly(a.deleteWebhook))
-	a.mux.HandleFunc("GET /vault/webhooks/{webhook_id}/deliveries", adminOnly(a.listDeliveries))
+	a.handle("POST /vault/webhooks", adminOnly(a.createWebhook))
+	a.handle("GET /vault/webhooks", adminOnly(a.listWebhooks))
+	a.handle("DELETE /vault/webhooks/{webhook_id}", adminOnly(a.deleteWebhook))
+	a.handle("GET /vault/webhooks/{webhook_id}/deliveries", adminOnly(a.listDeliveries))
 }
 
 func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) {

@@ -69,6 +69,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// Clock overrides the SQLite store's clock (tests).
 	Clock func() time.Time
+	// WrapAdmin, when set, wraps the admin API's handler on whichever
+	// listener serves it (tests: internal/kbtest checks every admin call
+	// against docs/openapi.yaml there).
+	WrapAdmin func(http.Handler) http.Handler
 
 	// Observe configures metrics, webhooks and anomaly detection.
 	Observe ObserveConfig
@@ -91,6 +95,7 @@ type Server struct {
 	store    store.Store
 	proxy    *proxy.Proxy
 	admin    *admin.API
+	adminH   http.Handler // admin, wrapped by Config.WrapAdmin
 	ui       *ui.UI
 	log      *slog.Logger
 	instance string
@@ -215,6 +220,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.adminH = s.admin
+	if cfg.WrapAdmin != nil {
+		s.adminH = cfg.WrapAdmin(s.admin)
+	}
 	if err := s.setupUI(); err != nil {
 		return fail(err)
 	}
@@ -252,7 +261,7 @@ func (s *Server) Handler() http.Handler {
 				io.WriteString(w, `{"code":"not_found","message":"the admin API is on its own listener"}`+"\n") //nolint:errcheck
 				return
 			}
-			s.admin.ServeHTTP(w, r)
+			s.adminH.ServeHTTP(w, r)
 		default:
 			s.proxy.ServeHTTP(w, r)
 		}
@@ -275,7 +284,7 @@ func (s *Server) AdminHandler() http.Handler {
 			s.serveUI(w, r, true)
 			return
 		}
-		s.admin.ServeHTTP(w, r)
+		s.adminH.ServeHTTP(w, r)
 	})
 }
 

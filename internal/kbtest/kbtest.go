@@ -57,6 +57,10 @@ type Options struct {
 	Configure func(*server.Config)
 	// Upstream replaces the sandbox Stripe (a fake that injects faults).
 	Upstream http.Handler
+	// NoContract turns off the check of every admin call against
+	// docs/openapi.yaml (Contract.Middleware), which is on by default. Only
+	// a test of that check itself has a reason to.
+	NoContract bool
 }
 
 // Start runs Keybrake on a fresh SQLite file and stops it when t ends.
@@ -88,6 +92,32 @@ func Start(t testing.TB, opts ...Options) *Env {
 	}
 	if o.Configure != nil {
 		o.Configure(&cfg)
+	}
+	if !o.NoContract {
+		contract, err := LoadContract(cfg.AdminToken)
+		if err != nil {
+			t.Fatalf("the admin API's contract: %v", err)
+		}
+		// Registered before the server's shutdown, so it runs after it: a
+		// call still in flight while the server stops is reported, and none
+		// is reported on a test that has ended.
+		var mu sync.Mutex
+		ended := false
+		t.Cleanup(func() { mu.Lock(); ended = true; mu.Unlock() })
+		fail := func(msg string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !ended {
+				t.Errorf("%s", msg)
+			}
+		}
+		wrap := cfg.WrapAdmin
+		cfg.WrapAdmin = func(h http.Handler) http.Handler {
+			if wrap != nil {
+				h = wrap(h)
+			}
+			return contract.Middleware(fail, h)
+		}
 	}
 	srv, err := server.New(context.Background(), cfg)
 	if err != nil {

@@ -3,6 +3,14 @@
 // Failures are *Error values carrying the API's code, so callers can
 // branch with errors.As.
 //
+// The answers are the wire types of package api, which the server encodes
+// too; the contract is docs/openapi.yaml (GET /vault/openapi.json). The
+// client is written by hand rather than generated from the spec: its
+// parameters take dollars as strings and options such as IdempotencyKey,
+// which a generator would not shape so, and the tests keep it honest — every
+// call it makes in them is checked against the spec, and a test fails when
+// the spec has an operation the client has no method for.
+//
 //	c := client.New("http://127.0.0.1:8080", os.Getenv("KEYBRAKE_ADMIN_TOKEN"))
 //	key, err := c.IssueKey(ctx, client.IssueParams{
 //		Vendor: "stripe", DailyUSDCap: "500", ExpiresIn: "2h",
@@ -321,4 +329,12 @@ func IdempotencyKey(key string) Option {
 // Idempotency-Key rather than made now.
 func Replayed(b *bool) Option {
 	return func(o *options) { o.replayed = b }
+}
+
+// OpenAPI returns the admin API's contract (OpenAPI 3.1, JSON), as the
+// server was built with it: what code generators and validators read.
+func (c *Client) OpenAPI(ctx context.Context) (json.RawMessage, error) {
+	var doc json.RawMessage
+	err := c.do(ctx, http.MethodGet, "/vault/openapi.json", nil, nil, &doc)
+	return doc, err
 }

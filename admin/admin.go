@@ -1,6 +1,12 @@
 // Package admin is the /vault/ REST API: issue, inspect, list and revoke
-// vault keys, read the audit log and the per-run spend summary. Every route
-// requires the admin token; there is no unauthenticated admin endpoint.
+// vault keys, read the audit log, the reports and the webhooks. Every route
+// requires the admin token or, for issuing and managing its own keys, an
+// issuer token; there is no unauthenticated admin endpoint.
+//
+// The API's contract is docs/openapi.yaml, served at GET /vault/openapi.json;
+// its wire types are package api. Tests hold the two together: every admin
+// call made through internal/kbtest is validated against the spec, and
+// every route registered here (Routes) must be an operation of it.
 package admin
 
 import (

@@ -12,7 +12,11 @@ import (
 	"github.com/keybrake/keybrake/admin"
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
+	"github.com/keybrake/keybrake/server"
 )
+
+// serverPaths are the spec's paths the server serves itself, beside admin.
+var serverPaths = map[string]bool{"/healthz": true}
 
 // Every route admin registers is an operation of docs/openapi.yaml, with
 // that method, and every operation of the spec is a route admin registers:
@@ -33,7 +37,11 @@ func TestEveryRouteIsInTheSpec(t *testing.T) {
 			pattern = p
 		}
 		if !strings.HasPrefix(path, "/vault/") {
-			t.Errorf("spec path %s is outside /vault/, which admin serves", path)
+			// The server, not admin, serves these (TestHealthzInTheSpec).
+			if !serverPaths[path] {
+				t.Errorf("spec path %s is outside /vault/, which admin serves", path)
+			}
+			continue
 		}
 		for method := range item.Operations() {
 			spec[method+" "+pattern] = true
@@ -87,6 +95,9 @@ func TestIssuerTokenSecurityMatchesTheSpec(t *testing.T) {
 			if op.Security != nil {
 				sec = *op.Security
 			}
+			if len(sec) == 0 {
+				continue // public, such as /healthz
+			}
 			issuerOK := false
 			for _, req := range sec {
 				_, ok := req["issuerToken"]
@@ -118,5 +129,43 @@ func TestIssuerTokenSecurityMatchesTheSpec(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no operation was tried")
+	}
+}
+
+// /healthz is in the spec (it is on the admin listener) though admin does
+// not serve it: its answers, plain and in sandbox mode, on the proxy's
+// listener and on the admin listener, are checked against the spec here.
+func TestHealthzInTheSpec(t *testing.T) {
+	c, err := kbtest.LoadContract(kbtest.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name      string
+		configure func(*server.Config)
+		sandbox   bool
+	}{
+		{"plain", nil, false},
+		{"sandbox, own admin listener", func(cfg *server.Config) { cfg.Sandbox = true; cfg.AdminAddr = "127.0.0.1:0" }, true},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			env := kbtest.Start(t, kbtest.Options{Configure: mode.configure})
+			for _, base := range []string{env.URL, "http://" + env.Server.AdminAddr()} {
+				resp, err := http.Get(base + "/healthz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				req, _ := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+				if err := c.Check(req, nil, resp.StatusCode, resp.Header, body); err != nil {
+					t.Errorf("GET %s/healthz → %d: %v", base, resp.StatusCode, err)
+				}
+				var h struct{ Sandbox bool }
+				if json.Unmarshal(body, &h) != nil || resp.StatusCode != 200 || h.Sandbox != mode.sandbox {
+					t.Errorf("GET %s/healthz → %d %s", base, resp.StatusCode, body)
+				}
+			}
+		})
 	}
 }

@@ -111,3 +111,14 @@ type WebhookDeleted struct {
 
 // Delivery is one event on its way to one webhook, with its attempts.
 type Delivery = keybrake.Delivery
+
+// Health is GET /healthz (served beside the admin API, unauthenticated):
+// status "ok", or "unavailable" with the code store_unavailable; Sandbox
+// and SandboxVendors only in --sandbox mode.
+type Health struct {
+	Status         string        `json:"status"`
+	Code           keybrake.Code `json:"code,omitempty"`
+	Message        string        `json:"message,omitempty"`
+	Sandbox        bool          `json:"sandbox,omitempty"`
+	SandboxVendors []string      `json:"sandbox_vendors,omitempty"`
+}

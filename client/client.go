@@ -338,3 +338,10 @@ func (c *Client) OpenAPI(ctx context.Context) (json.RawMessage, error) {
 	err := c.do(ctx, http.MethodGet, "/vault/openapi.json", nil, nil, &doc)
 	return doc, err
 }
+
+// Health is GET /healthz; a store that does not answer is an *Error with
+// Status 503 and Code store_unavailable.
+func (c *Client) Health(ctx context.Context) (*api.Health, error) {
+	var h api.Health
+	return &h, c.do(ctx, http.MethodGet, "/healthz", nil, nil, &h)
+}

@@ -165,6 +165,12 @@ func TestClientCoversEveryOperation(t *testing.T) {
 				t.Errorf("delete webhook: %v", err)
 			}
 		},
+		"health": func(t *testing.T) {
+			h, err := c.Health(ctx)
+			if err != nil || h.Status != "ok" || h.Sandbox {
+				t.Errorf("health: %v %+v", err, h)
+			}
+		},
 		"openAPI": func(t *testing.T) {
 			doc, err := c.OpenAPI(ctx)
 			if err != nil || !json.Valid(doc) {
@@ -175,7 +181,7 @@ func TestClientCoversEveryOperation(t *testing.T) {
 	// In an order where each call finds what the one before it made.
 	order := []string{"issueKey", "getKey", "listKeys", "listCalls", "runSummary", "reportRuns", "reportAgents", "reportDaily",
 		"reportAnomalies", "createToken", "listTokens", "revokeToken", "createWebhook", "listWebhooks", "revokeKey",
-		"listDeliveries", "deleteWebhook", "openAPI"}
+		"listDeliveries", "deleteWebhook", "health", "openAPI"}
 	if len(order) != len(calls) {
 		t.Fatalf("order has %d calls, the table %d", len(order), len(calls))
 	}

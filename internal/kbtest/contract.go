@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"mime"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -222,9 +225,9 @@ func mediaType(h http.Header) string {
 
 // Middleware wraps the admin handler so every exchange through it is
 // checked with Check; fail reports a mismatch, naming the method, path and
-// status. Answers are passed through as they are made (streams still
-// flush); a handler that aborts (an export cut off on purpose) is not
-// checked.
+// status. The answer's body reaches the client once it is checked (or as
+// the handler flushes); a handler that aborts (an export cut off on
+// purpose) is not checked.
 func (c *Contract) Middleware(fail func(msg string), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reqBody, err := io.ReadAll(r.Body)
@@ -241,15 +244,37 @@ func (c *Contract) Middleware(fail func(msg string), next http.Handler) http.Han
 		if err := c.Check(probe, reqBody, rec.status, w.Header().Clone(), rec.body.Bytes()); err != nil {
 			fail(fmt.Sprintf("openapi contract: %s %s → %d: %v", r.Method, r.URL.RequestURI(), rec.status, err))
 		}
+		rec.release() //nolint:errcheck // the client may have gone
 	})
 }
 
-// teeWriter passes an answer through and keeps a copy. Unwrap lets
-// http.ResponseController reach the real writer's Flush.
+// Proxy is a reverse proxy to the admin API at target (a child process's)
+// that checks every exchange through it as Middleware does. When the
+// target cannot be reached (a process killed on purpose) the connection is
+// cut, as the dead process would have, and nothing is checked.
+func (c *Contract) Proxy(fail func(msg string), target *url.URL) http.Handler {
+	rp := &httputil.ReverseProxy{
+		// No FlushInterval: an answer with a length reaches the client
+		// after it is checked; an export (no length) still streams.
+		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		ErrorHandler: func(http.ResponseWriter, *http.Request, error) {
+			panic(http.ErrAbortHandler)
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	return c.Middleware(fail, rp)
+}
+
+// teeWriter keeps a copy of an answer and holds its body back until the
+// handler flushes or returns, so that a mismatch is reported before the
+// client has the whole answer: the test that made the call is still in the
+// call when it fails. A streamed answer (an export flushing as it goes)
+// still streams.
 type teeWriter struct {
 	http.ResponseWriter
-	status int
-	body   bytes.Buffer
+	status  int
+	body    bytes.Buffer
+	pending bytes.Buffer
 }
 
 func (t *teeWriter) WriteHeader(code int) {
@@ -261,13 +286,30 @@ func (t *teeWriter) WriteHeader(code int) {
 
 func (t *teeWriter) Write(b []byte) (int, error) {
 	if t.status == 0 {
-		t.status = http.StatusOK
+		t.WriteHeader(http.StatusOK)
 	}
 	t.body.Write(b)
-	return t.ResponseWriter.Write(b)
+	return t.pending.Write(b)
 }
 
-func (t *teeWriter) Flush() { http.NewResponseController(t.ResponseWriter).Flush() } //nolint:errcheck
+// release sends what is held back.
+func (t *teeWriter) release() error {
+	if t.pending.Len() == 0 {
+		return nil
+	}
+	_, err := t.ResponseWriter.Write(t.pending.Bytes())
+	t.pending.Reset()
+	return err
+}
+
+func (t *teeWriter) FlushError() error {
+	if err := t.release(); err != nil {
+		return err
+	}
+	return http.NewResponseController(t.ResponseWriter).Flush()
+}
+
+func (t *teeWriter) Flush() { t.FlushError() } //nolint:errcheck // http.Flusher has no error
 
 func (t *teeWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 

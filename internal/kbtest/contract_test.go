@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -225,5 +226,42 @@ func TestOpenAPIServed(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized || ce.Code != "unauthorized" {
 			t.Errorf("token %q: want 401 unauthorized, got %v", bad, err)
 		}
+	}
+}
+
+// The proxy in front of a child process's admin API checks what passes
+// through it, and a dead target cuts the connection without a report.
+func TestContractProxy(t *testing.T) {
+	c, err := LoadContract(AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := httptest.NewServer(answer(200, "application/json", strings.Replace(goodKey, `"vendor"`, `"surprise":1,"vendor"`, 1)))
+	u, _ := url.Parse(target.URL)
+	var mu sync.Mutex
+	var failures []string
+	proxy := httptest.NewServer(c.Proxy(func(msg string) { mu.Lock(); failures = append(failures, msg); mu.Unlock() }, u))
+	defer proxy.Close()
+
+	if _, err := client.New(proxy.URL, AdminToken).GetKey(context.Background(), "vk_1"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(failures) != 1 || !strings.Contains(failures[0], "GET /vault/keys/vk_1 → 200") || !strings.Contains(failures[0], "surprise") {
+		t.Errorf("the proxied drift was not reported: %q", failures)
+	}
+	failures = nil
+	mu.Unlock()
+
+	target.Close()
+	_, err = client.New(proxy.URL, AdminToken).GetKey(context.Background(), "vk_1")
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 0 {
+		t.Errorf("a dead target: want a transport error, got %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) != 0 {
+		t.Errorf("a dead target was reported as drift: %q", failures)
 	}
 }

@@ -98,19 +98,7 @@ func Start(t testing.TB, opts ...Options) *Env {
 		if err != nil {
 			t.Fatalf("the admin API's contract: %v", err)
 		}
-		// Registered before the server's shutdown, so it runs after it: a
-		// call still in flight while the server stops is reported, and none
-		// is reported on a test that has ended.
-		var mu sync.Mutex
-		ended := false
-		t.Cleanup(func() { mu.Lock(); ended = true; mu.Unlock() })
-		fail := func(msg string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if !ended {
-				t.Errorf("%s", msg)
-			}
-		}
+		fail := reporter(t)
 		wrap := cfg.WrapAdmin
 		cfg.WrapAdmin = func(h http.Handler) http.Handler {
 			if wrap != nil {
@@ -135,6 +123,23 @@ func Start(t testing.TB, opts ...Options) *Env {
 	e.URL = "http://" + srv.Addr()
 	e.Admin = client.New("http://"+srv.AdminAddr(), AdminToken)
 	return e
+}
+
+// reporter fails t with a message, until t has ended. Call it before the
+// server starts: its cleanup then runs after the server's shutdown, so a
+// call still in flight while the server stops is reported, and none is
+// reported on a test that has ended (which would panic).
+func reporter(t testing.TB) func(msg string) {
+	var mu sync.Mutex
+	ended := false
+	t.Cleanup(func() { mu.Lock(); ended = true; mu.Unlock() })
+	return func(msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			t.Errorf("%s", msg)
+		}
+	}
 }
 
 // Issue creates a key or fails the test.

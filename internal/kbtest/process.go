@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +70,7 @@ type Proc struct {
 	Cmd       *exec.Cmd
 	Addr      string // proxy address, from the "keybrake listening" log line
 	AdminAddr string
+	adminURL  string // the contract-checking proxy in front of AdminAddr
 	logs      *SyncBuffer
 	exited    chan struct{}
 	exitErr   error
@@ -103,6 +106,11 @@ func TryServeBinary(t testing.TB, bin string, env []string, args ...string) (*Pr
 		t.Fatal(err)
 	}
 	p := &Proc{Cmd: cmd, logs: &SyncBuffer{}, exited: make(chan struct{})}
+	contract, err := LoadContract(AdminToken)
+	if err != nil {
+		t.Fatalf("the admin API's contract: %v", err)
+	}
+	fail := reporter(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +156,20 @@ func TryServeBinary(t testing.TB, bin string, env []string, args ...string) (*Pr
 	case <-time.After(60 * time.Second):
 		return nil, &buildError{out: p.logs.String(), err: errors.New("keybrake serve did not listen within 60s")}
 	}
+	// Admin calls to the process go through a proxy that checks each
+	// against docs/openapi.yaml, as Start's middleware does in process.
+	checked := httptest.NewServer(contract.Proxy(fail, &url.URL{Scheme: "http", Host: p.AdminAddr}))
+	t.Cleanup(checked.Close)
+	p.adminURL = checked.URL
 	return p, nil
 }
 
 // URL is the proxy's base URL.
 func (p *Proc) URL() string { return "http://" + p.Addr }
 
-// AdminURL is the admin API's base URL.
-func (p *Proc) AdminURL() string { return "http://" + p.AdminAddr }
+// AdminURL is the admin API's base URL, through a proxy that checks every
+// admin call against docs/openapi.yaml (AdminAddr is the process's own).
+func (p *Proc) AdminURL() string { return p.adminURL }
 
 // Logs returns everything the process wrote to stderr so far.
 func (p *Proc) Logs() string { return p.logs.String() }

@@ -25,7 +25,7 @@ import (
 )
 
 // receiver is a webhook endpoint as a user would write one: it checks
-// Keybrake-Signature with nothing but the standard library (the README's
+// Keybrake-Signature with nothing but the standard library (docs/operations.md's
 // snippet), refuses stale or forged deliveries, fails its first failFirst
 // good deliveries on purpose, and deduplicates on the event id.
 type receiver struct {

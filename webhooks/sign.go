@@ -44,7 +44,7 @@ var (
 // Verify checks a SignatureHeader value against the raw body as received,
 // in constant time, and refuses a timestamp further than tolerance from now
 // (replays of an old delivery). Receivers written in Go can use it as is;
-// the README shows the same check in a few lines of other languages.
+// docs/operations.md shows the same check in a few lines of other languages.
 func Verify(header string, body []byte, secret string, tolerance time.Duration, now time.Time) error {
 	var ts string
 	var sigs []string

@@ -53,7 +53,7 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_TWILIO_BASE_URL    Twilio's API base URL (default https://api.twilio.com)
   KEYBRAKE_RESEND_API_KEY     the real Resend API key
   KEYBRAKE_RESEND_BASE_URL    Resend's API base URL (default https://api.resend.com)
-  KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets at rest
+  KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets and replayable vault keys at rest
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 

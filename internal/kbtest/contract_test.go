@@ -265,3 +265,19 @@ func TestContractProxy(t *testing.T) {
 		t.Errorf("a dead target was reported as drift: %q", failures)
 	}
 }
+
+// BenchmarkContractCheck is what the check costs each admin call in tests.
+func BenchmarkContractCheck(b *testing.B) {
+	c, err := LoadContract(AdminToken)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/vault/keys/vk_1", nil)
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
+	h := http.Header{"Content-Type": {"application/json"}, "Cache-Control": {"no-store"}}
+	for b.Loop() {
+		if err := c.Check(req, nil, 200, h, []byte(goodKey)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,8 +1,10 @@
-// Package docs holds Keybrake's documentation. It has no Go code of its
-// own: its tests check that the pages stay true to each other and to the
-// code, so a page moved, renamed or split cannot leave a reader at a dead
-// link.
-package docs
+// These tests check that the documentation (README.md, docs/) stays true
+// to itself and to the code, so a page moved, renamed or split cannot leave
+// a reader at a dead link. They are an external test package: package docs
+// embeds the OpenAPI document the server imports, and the tests import the
+// server's test harness.
+
+package docs_test
 
 import (
 	"fmt"

@@ -25,12 +25,10 @@ func topFields(body []byte, a, b string) (va, vb []byte, ok bool) {
 	for i < len(body) && body[i] == '"' {
 		end := skipString(body, i)
 		key := body[i+1 : end-1]
-		var name string
 		if bytes.IndexByte(key, '\\') >= 0 {
-			if json.Unmarshal(body[i:end], &name) != nil {
+			if key, ok = unescapeKey(body[i:end]); !ok {
 				return nil, nil, false
 			}
-			key = []byte(name)
 		}
 		i = skipSpace(body, end)
 		i = skipSpace(body, i+1) // past ':'
@@ -47,6 +45,16 @@ func topFields(body []byte, a, b string) (va, vb []byte, ok bool) {
 		}
 	}
 	return va, vb, true
+}
+
+// unescapeKey decodes a key with escapes (rare: kept off the common path,
+// where its variable would escape to the heap on every member).
+func unescapeKey(quoted []byte) ([]byte, bool) {
+	var name string
+	if json.Unmarshal(quoted, &name) != nil {
+		return nil, false
+	}
+	return []byte(name), true
 }
 
 func skipSpace(b []byte, i int) int {

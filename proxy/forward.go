@@ -21,7 +21,11 @@ const SettleTimeout = 2 * time.Minute
 
 // NewTransport is the connection pool to the vendors: keep-alive connections
 // reused across calls, bounded dial and TLS times, and a response-header
-// timeout equal to the call timeout.
+// timeout equal to the call timeout. Each vendor is one host, so the
+// per-host idle limit is the one that matters: it is as large as the whole
+// pool, so that a burst of concurrent calls to one vendor (thousands of
+// Lambdas on one key) finds its connections again instead of closing all
+// but a few and dialling (and TLS-handshaking) anew.
 func NewTransport(timeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -31,7 +35,7 @@ func NewTransport(timeout time.Duration) *http.Transport {
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: timeout,

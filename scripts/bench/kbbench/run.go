@@ -449,11 +449,17 @@ func luaScript(keys []string) string {
 		fmt.Fprintf(&b, "wrk.headers[\"Authorization\"] = \"Bearer %s\"\n", keys[0])
 		return b.String()
 	}
-	b.WriteString("local reqs = {}\n")
+	// wrk.format replaces wrk.headers with the table it is given, and
+	// wrk.host is known only once the thread runs: the requests are built
+	// on the first call, each with every header.
+	b.WriteString("local keys = {\n")
 	for _, k := range keys {
-		fmt.Fprintf(&b, "table.insert(reqs, wrk.format(nil, \"/v1/payment_intents\", {[\"Authorization\"] = \"Bearer %s\"}))\n", k)
+		fmt.Fprintf(&b, "  %q,\n", k)
 	}
-	b.WriteString("local i = 0\nrequest = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
+	b.WriteString("}\nlocal reqs = {}\nlocal i = 0\nrequest = function()\n")
+	b.WriteString("  if #reqs == 0 then\n    for _, k in ipairs(keys) do\n")
+	b.WriteString("      table.insert(reqs, wrk.format(\"POST\", \"/v1/payment_intents\", {[\"Host\"] = wrk.host, [\"Content-Type\"] = \"application/x-www-form-urlencoded\", [\"Authorization\"] = \"Bearer \" .. k}, \"" + benchBody + "\"))\n")
+	b.WriteString("    end\n  end\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
 	return b.String()
 }
 

@@ -23,7 +23,7 @@ import (
 // runs with the in-memory ledger and the real Stripe vendor, and writes its
 // JSON log line to io.Discard (formatted, not written).
 //
-//	go test -run '^$' -bench 'Proxy$' -benchmem ./proxy/
+//	go test -run '^$' -bench 'Proxy' -benchmem ./proxy/
 //	go test -run '^$' -bench '^BenchmarkProxy$' -cpuprofile cpu.out -memprofile mem.out ./proxy/
 //
 // scripts/bench measures the same over real sockets with wrk.
@@ -59,6 +59,16 @@ func serveBench(b *testing.B, h http.Handler, secret string) {
 func BenchmarkReverseProxy(b *testing.B) {
 	_, u := benchUpstream(b)
 	serveBench(b, bench.NewReverseProxy(u, bench.NewTransport()), keybrake.NewVaultKey())
+}
+
+// BenchmarkReverseProxyPooled is the baseline given the one trick Keybrake
+// uses that a plain ReverseProxy does not have by default, a BufferPool:
+// the ratio to it is the cost of Keybrake's own work alone.
+func BenchmarkReverseProxyPooled(b *testing.B) {
+	_, u := benchUpstream(b)
+	rp := bench.NewReverseProxy(u, bench.NewTransport())
+	rp.BufferPool = copyBuffers{}
+	serveBench(b, rp, keybrake.NewVaultKey())
 }
 
 func BenchmarkProxy(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/keybrake/keybrake"
 )
@@ -142,7 +143,7 @@ func parseMinorBytes(b []byte) (int64, bool) {
 // plainJSONString reads a JSON string literal with no escapes; ok=false
 // for anything else (which json.Unmarshal then reads).
 func plainJSONString(raw []byte) (string, bool) {
-	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' || bytes.IndexByte(raw, '\\') >= 0 {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' || bytes.IndexByte(raw, '\\') >= 0 || !utf8.Valid(raw) {
 		return "", false
 	}
 	return string(raw[1 : len(raw)-1]), true
@@ -156,10 +157,11 @@ func (m Minor) SettleJSON(amountField, fallback string) func(*keybrake.VendorRes
 		if resp.Truncated {
 			return 0, false
 		}
-		rawAmount, rawCurrency, ok := topFields(resp.Body, amountField, "currency")
+		rawAmount, ok := resp.JSONField(amountField)
 		if !ok {
 			return 0, false
 		}
+		rawCurrency, _ := resp.JSONField("currency")
 		var minor int64
 		if len(rawAmount) > 0 && (rawAmount[0] == '-' || rawAmount[0] >= '0' && rawAmount[0] <= '9') {
 			// A number literal, valid JSON: its text is what json.Number holds.

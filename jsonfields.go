@@ -1,25 +1,57 @@
-package pricing
+package keybrake
 
 import (
 	"bytes"
 	"encoding/json"
+	"unicode/utf8"
 )
 
-// topFields finds the values of two top-level members of a JSON object,
-// as json.Unmarshal into a map[string]json.RawMessage would (keys compared
-// after unescaping, case-sensitive; the last of duplicate keys wins), but
-// without building the map: settlement reads two fields of every answer,
-// and the map was most of what a call cost in allocations. ok is false
-// when body is not valid JSON; a body that is valid JSON but not an object
-// has no members (the map would be nil or the decode would fail: either
-// way the fields read as absent).
-func topFields(body []byte, a, b string) (va, vb []byte, ok bool) {
-	if !json.Valid(body) {
-		return nil, nil, false
+// JSONField returns the raw value of a top-level member of the answer, a
+// JSON object, as json.Unmarshal into a map[string]json.RawMessage would
+// find it: the key compared after unescaping, case-sensitively, the last of
+// duplicate keys winning. ok is false when the body is not valid JSON (a
+// valid body that is not an object has no members: nil, true).
+//
+// Settlement reads a few fields of every answer (the amount, the
+// currency, the object id): the body is validated once, on the first
+// call, and each call is then one pass over the top level that builds
+// nothing. Decoding it into a map for each reader was most of what a call
+// cost in allocations.
+func (r *VendorResponse) JSONField(name string) (raw []byte, ok bool) {
+	if r.jsonChecked == 0 {
+		r.jsonChecked = -1
+		if json.Valid(r.Body) {
+			r.jsonChecked = 1
+		}
 	}
+	if r.jsonChecked < 0 {
+		return nil, false
+	}
+	return topField(r.Body, name)
+}
+
+// JSONString reads a top-level member that is a JSON string; ok is false
+// if it is absent, not a string, or the body is not valid JSON.
+func (r *VendorResponse) JSONString(name string) (string, bool) {
+	raw, ok := r.JSONField(name)
+	if !ok || len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if s := raw[1 : len(raw)-1]; bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return string(s), true // as written: nothing for the decoder to replace
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// topField scans body, valid JSON, for a top-level member.
+func topField(body []byte, want string) (v []byte, ok bool) {
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
-		return nil, nil, true
+		return nil, true
 	}
 	i = skipSpace(body, i+1)
 	for i < len(body) && body[i] == '"' {
@@ -27,24 +59,21 @@ func topFields(body []byte, a, b string) (va, vb []byte, ok bool) {
 		key := body[i+1 : end-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			if key, ok = unescapeKey(body[i:end]); !ok {
-				return nil, nil, false
+				return nil, false
 			}
 		}
 		i = skipSpace(body, end)
 		i = skipSpace(body, i+1) // past ':'
 		vEnd := skipValue(body, i)
-		switch string(key) {
-		case a:
-			va = body[i:vEnd]
-		case b:
-			vb = body[i:vEnd]
+		if string(key) == want {
+			v = body[i:vEnd]
 		}
 		i = skipSpace(body, vEnd)
 		if i < len(body) && body[i] == ',' {
 			i = skipSpace(body, i+1)
 		}
 	}
-	return va, vb, true
+	return v, true
 }
 
 // unescapeKey decodes a key with escapes (rare: kept off the common path,

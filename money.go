@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"strconv"
 	"strings"
 )
 
@@ -74,13 +75,25 @@ func (m Micros) String() string {
 		sign = "-"
 		u = uint64(-(m + 1)) + 1 // safe for math.MinInt64
 	}
-	whole := u / uint64(MicrosPerUSD)
-	frac := fmt.Sprintf("%06d", u%uint64(MicrosPerUSD))
-	frac = strings.TrimRight(frac, "0")
-	for len(frac) < 2 {
-		frac += "0"
+	// Built in one stack buffer: every proxied call formats a few amounts
+	// (headers, log line), and fmt allocated several times for each.
+	var buf [32]byte
+	b := append(buf[:0], sign...)
+	b = strconv.AppendUint(b, u/uint64(MicrosPerUSD), 10)
+	b = append(b, '.')
+	frac := u % uint64(MicrosPerUSD)
+	digits := 6
+	for digits > 2 && frac%10 == 0 {
+		frac /= 10
+		digits--
 	}
-	return fmt.Sprintf("%s%d.%s", sign, whole, frac)
+	start := len(b)
+	b = strconv.AppendUint(b, frac, 10)
+	for len(b)-start < digits { // left-pad with zeros: 5 → "05", 50 → "000050"
+		b = append(b[:start+1], b[start:]...)
+		b[start] = '0'
+	}
+	return string(b)
 }
 
 // MarshalJSON writes the amount as a decimal string, exact in every client.

@@ -2,7 +2,9 @@ package keybrake
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -64,4 +66,34 @@ func FuzzParseUSD(f *testing.F) {
 			t.Fatalf("round trip of %q: %q → %d, %v", s, m.String(), back, err)
 		}
 	})
+}
+
+// microsStringFmt is Micros.String as it was, through fmt: the reference
+// the allocation-free version must agree with.
+func microsStringFmt(m Micros) string {
+	sign := ""
+	u := uint64(m)
+	if m < 0 {
+		sign = "-"
+		u = uint64(-(m + 1)) + 1
+	}
+	frac := fmt.Sprintf("%06d", u%uint64(MicrosPerUSD))
+	frac = strings.TrimRight(frac, "0")
+	for len(frac) < 2 {
+		frac += "0"
+	}
+	return fmt.Sprintf("%s%d.%s", sign, u/uint64(MicrosPerUSD), frac)
+}
+
+func TestMicrosStringMatchesFmt(t *testing.T) {
+	vals := []Micros{0, 1, 9, 10, 99, 100, 120, 10_000, 12_345, 500_000, 999_999, 1_000_000, 1_000_001, 1_500_000,
+		123_456_789, math.MaxInt64, math.MinInt64, math.MinInt64 + 1}
+	for i := Micros(1); i < 1_000_000_000_000; i = i*7 + 3 {
+		vals = append(vals, i, -i, i*10, i*100)
+	}
+	for _, v := range vals {
+		if got, want := v.String(), microsStringFmt(v); got != want {
+			t.Fatalf("%d: %q, want %q", int64(v), got, want)
+		}
+	}
 }

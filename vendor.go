@@ -83,6 +83,8 @@ type VendorResponse struct {
 	Header    http.Header
 	Body      []byte
 	Truncated bool
+
+	jsonChecked int8 // JSONField: 0 not yet, 1 Body is valid JSON, -1 not
 }
 
 // Prepared is a request encoded for forwarding.

@@ -5,7 +5,9 @@ package pricing
 
 import (
 	"fmt"
+	"math"
 	"math/big"
+	"math/bits"
 	"sort"
 	"strings"
 
@@ -97,6 +99,9 @@ func (fx *FX) ToMicros(minor int64, exponent int, currency string) (keybrake.Mic
 	if minor < 0 {
 		return 0, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "amount must not be negative")
 	}
+	if m, ok := intRateMicros(minor, exponent, rate); ok {
+		return m, nil
+	}
 	v := new(big.Rat).SetInt64(minor)
 	v.Mul(v, rate)
 	v.Mul(v, new(big.Rat).SetInt64(int64(keybrake.MicrosPerUSD)))
@@ -109,6 +114,31 @@ func (fx *FX) ToMicros(minor int64, exponent int, currency string) (keybrake.Mic
 		return 0, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "amount is too large to price")
 	}
 	return keybrake.Micros(q.Int64()), nil
+}
+
+// intRateMicros is ToMicros without big numbers for the common case, an
+// integer rate (USD's 1) and an exponent of at most 6: minor × rate ×
+// 10^(6−exponent) is then exact, with no rounding, and is computed only
+// if it fits an int64. ok=false sends every other case to the exact
+// rational path. Every call settles through here, and the big.Rat path
+// allocated a dozen times per call.
+func intRateMicros(minor int64, exponent int, rate *big.Rat) (keybrake.Micros, bool) {
+	if exponent < 0 || exponent > 6 || !rate.IsInt() || !rate.Num().IsUint64() || keybrake.MicrosPerUSD != 1_000_000 {
+		return 0, false
+	}
+	factor := rate.Num().Uint64()
+	for range 6 - exponent {
+		hi, lo := bits.Mul64(factor, 10)
+		if hi != 0 {
+			return 0, false
+		}
+		factor = lo
+	}
+	hi, lo := bits.Mul64(uint64(minor), factor)
+	if hi != 0 || lo > math.MaxInt64 {
+		return 0, false
+	}
+	return keybrake.Micros(lo), true
 }
 
 func parseRate(s string) (*big.Rat, error) {

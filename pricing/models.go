@@ -1,10 +1,12 @@
 package pricing
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/keybrake/keybrake"
 )
@@ -120,6 +122,33 @@ func (m Minor) USD(minor int64, currency string) (keybrake.Micros, error) {
 	return m.FX.ToMicros(minor, m.Exponent(currency), currency)
 }
 
+// parseMinorBytes is ParseMinor(string(b), true) without the copy.
+func parseMinorBytes(b []byte) (int64, bool) {
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	return n, true
+}
+
+// plainJSONString reads a JSON string literal with no escapes; ok=false
+// for anything else (which json.Unmarshal then reads).
+func plainJSONString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' || bytes.IndexByte(raw, '\\') >= 0 || !utf8.Valid(raw) {
+		return "", false
+	}
+	return string(raw[1 : len(raw)-1]), true
+}
+
 // SettleJSON reads the amount moved from a JSON answer: the integer field
 // amountField in the currency of its "currency" field (fallback when the
 // answer names none), by absolute value.
@@ -128,21 +157,31 @@ func (m Minor) SettleJSON(amountField, fallback string) func(*keybrake.VendorRes
 		if resp.Truncated {
 			return 0, false
 		}
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(resp.Body, &obj) != nil {
+		rawAmount, ok := resp.JSONField(amountField)
+		if !ok {
 			return 0, false
 		}
-		var amount json.Number
-		if json.Unmarshal(obj[amountField], &amount) != nil {
-			return 0, false
+		rawCurrency, _ := resp.JSONField("currency")
+		var minor int64
+		if len(rawAmount) > 0 && (rawAmount[0] == '-' || rawAmount[0] >= '0' && rawAmount[0] <= '9') {
+			// A number literal, valid JSON: its text is what json.Number holds.
+			minor, ok = parseMinorBytes(rawAmount)
+		} else {
+			var amount json.Number
+			if json.Unmarshal(rawAmount, &amount) != nil {
+				return 0, false
+			}
+			minor, ok = ParseMinor(amount.String(), true)
 		}
-		minor, ok := ParseMinor(amount.String(), true)
 		if !ok {
 			return 0, false
 		}
 		currency := fallback
-		var c string
-		if json.Unmarshal(obj["currency"], &c) == nil && c != "" {
+		if c, isString := plainJSONString(rawCurrency); isString {
+			if c != "" {
+				currency = strings.ToLower(c)
+			}
+		} else if c := ""; json.Unmarshal(rawCurrency, &c) == nil && c != "" {
 			currency = strings.ToLower(c)
 		}
 		if currency == "" {

@@ -150,9 +150,11 @@ func (p *Proxy) authenticate(r *http.Request, c *call) *keybrake.Error {
 // buffer is sized from the declared length, so a body costs its size once.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *keybrake.Error) {
 	max := p.cfg.MaxRequestBody
-	tooBig := keybrake.Errorf(keybrake.CodeRequestTooLarge, "request body is larger than %d bytes", max)
+	tooBig := func() *keybrake.Error { // built only when refused: Errorf formats
+		return keybrake.Errorf(keybrake.CodeRequestTooLarge, "request body is larger than %d bytes", max)
+	}
 	if r.ContentLength > max {
-		return nil, tooBig
+		return nil, tooBig()
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
@@ -162,7 +164,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *keybr
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, tooBig
+			return nil, tooBig()
 		}
 		return nil, keybrake.Errorf(keybrake.CodeInvalidRequest, "request body could not be read")
 	}

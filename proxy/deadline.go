@@ -19,8 +19,16 @@ const DefaultDecisionTimeout = 5 * time.Second
 // client gave up; with it, each is refused with 503 store_unavailable once
 // its time is up, and nothing is forwarded. The ledger commits or rolls
 // back the whole decision, so a decision cut short reserved nothing.
+//
+// The decision is not cut short by the client hanging up, only by the
+// deadline: a cancellation that lands while the commit is in flight leaves
+// the store committed and the proxy told "canceled", a reservation no one
+// settles, counted as unknown spend by the recovery sweep minutes later. A
+// load test's end (wrk closing its connections) did exactly that. Once
+// decided, the call goes on as any other: a client that leaves mid-call
+// cannot know whether it was sent, and the ledger's record says it was.
 func (p *Proxy) decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.DecisionTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.DecisionTimeout)
 	defer cancel()
 	return p.cfg.Ledger.Decide(ctx, a)
 }

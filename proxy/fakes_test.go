@@ -36,6 +36,9 @@ type fakeLedger struct {
 	settled  []keybrake.Settlement
 	lookups  int
 	nextID   int64
+	// onDecide, when set, runs at the start of every Decide, without the
+	// lock (a test blocks a decision in it).
+	onDecide func(ctx context.Context)
 }
 
 func newFakeLedger() *fakeLedger {
@@ -75,7 +78,13 @@ func (l *fakeLedger) GetKey(_ context.Context, id string) (*keybrake.KeyView, er
 	return nil, keybrake.ErrNotFound
 }
 
-func (l *fakeLedger) Decide(_ context.Context, a keybrake.Attempt) (keybrake.Decision, error) {
+func (l *fakeLedger) Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decision, error) {
+	if l.onDecide != nil {
+		l.onDecide(ctx)
+	}
+	if err := ctx.Err(); err != nil { // as a store would: canceled, nothing reserved
+		return keybrake.Decision{}, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.attempts = append(l.attempts, a)

@@ -21,7 +21,11 @@ const SettleTimeout = 2 * time.Minute
 
 // NewTransport is the connection pool to the vendors: keep-alive connections
 // reused across calls, bounded dial and TLS times, and a response-header
-// timeout equal to the call timeout.
+// timeout equal to the call timeout. Each vendor is one host, so the
+// per-host idle limit is the one that matters: it is as large as the whole
+// pool, so that a burst of concurrent calls to one vendor (thousands of
+// Lambdas on one key) finds its connections again instead of closing all
+// but a few and dialling (and TLS-handshaking) anew.
 func NewTransport(timeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -31,7 +35,7 @@ func NewTransport(timeout time.Duration) *http.Transport {
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: timeout,
@@ -61,8 +65,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	p.inflight.add(c)
 	defer p.inflight.remove(c)
 	c.upstream, c.sent = ctx, time.Now()
-	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
-	p.rp.ServeHTTP(w, r)
+	// The request ReverseProxy clones carries the vendor call's context
+	// (detached, bounded, holding c) from the start: one copy of the
+	// request instead of two, and Rewrite need not swap it again.
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
+	putBody(c.answer) // the answer is written; nothing holds it any more
+	c.answer = nil
 }
 
 func callFrom(r *http.Request) *call {
@@ -72,7 +80,6 @@ func callFrom(r *http.Request) *call {
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In)
-	pr.Out = pr.Out.WithContext(context.WithValue(c.upstream, callKey{}, c))
 	for _, h := range strippedRequestHeaders {
 		pr.Out.Header.Del(h)
 	}
@@ -124,7 +131,18 @@ func setDecidedHeaders(h http.Header, c *call) {
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	c := callFrom(res.Request)
 	limit := p.cfg.MaxStoredResponse
-	buf, readErr := io.ReadAll(io.LimitReader(res.Body, limit+1))
+	// The answer is read into a pooled buffer, given back once it is
+	// written (forward), unless it is kept for idempotent replays: then
+	// the ledger may hold on to it, so it is the call's own.
+	ab := getBody()
+	if res.ContentLength > 0 && res.ContentLength <= limit {
+		ab.Grow(int(res.ContentLength) + bytes.MinRead)
+	}
+	_, readErr := ab.ReadFrom(io.LimitReader(res.Body, limit+1))
+	buf := ab.Bytes()
+	if c.a.IdempotencyKey == "" {
+		c.answer = ab
+	}
 	truncated := int64(len(buf)) > limit
 	switch {
 	case readErr != nil:

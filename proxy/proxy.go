@@ -17,6 +17,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -133,6 +134,9 @@ func New(cfg Config) (*Proxy, error) {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// Without a pool, ReverseProxy allocates a 32 KiB copy buffer for
+		// every response: more than half the bytes a call allocated.
+		BufferPool: copyBuffers{},
 	}
 	return p, nil
 }
@@ -156,7 +160,8 @@ type call struct {
 	prepared *keybrake.Prepared
 	decision keybrake.Decision
 	upstream context.Context
-	sent     time.Time // when the call went to the vendor
+	sent     time.Time     // when the call went to the vendor
+	answer   *bytes.Buffer // the vendor's answer, pooled (see modifyResponse)
 
 	// filled as the request ends
 	status   int

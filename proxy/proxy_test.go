@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -329,5 +330,34 @@ func TestBodyBound(t *testing.T) {
 	}
 	if f.upstream.requests() != 0 {
 		t.Fatal("the vendor received a request")
+	}
+}
+
+// A client that hangs up while its call is being decided does not cancel
+// the decision: a cancellation landing during the store's commit would
+// leave a reservation committed that nobody settles. The decided call is
+// forwarded and settled like any other, so nothing stays reserved.
+func TestClientHangUpDoesNotCancelTheDecision(t *testing.T) {
+	f := newFixture(t)
+	_, secret := f.key(t)
+	ctx, hangUp := context.WithCancel(context.Background())
+	var decideErr error
+	f.ledger.onDecide = func(dctx context.Context) {
+		hangUp() // the client leaves mid-decision
+		decideErr = dctx.Err()
+	}
+	r := httptest.NewRequest("POST", "/v1/things", strings.NewReader("amount=150&currency=usd")).WithContext(ctx)
+	r.Header.Set("Authorization", "Bearer "+secret)
+	r.Header.Set("Content-Type", formCT)
+	w := httptest.NewRecorder()
+	f.p.ServeHTTP(w, r)
+	if decideErr != nil {
+		t.Fatalf("the decision saw the client's cancellation: %v", decideErr)
+	}
+	if w.Code != 200 || f.upstream.requests() != 1 {
+		t.Fatalf("%d %s; vendor received %d", w.Code, w.Body, f.upstream.requests())
+	}
+	if st := f.ledger.settled; len(st) != 1 || st[0].Actual != 1_500_000 {
+		t.Fatalf("settled %+v: the reservation would stay pending", st)
 	}
 }

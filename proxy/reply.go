@@ -124,13 +124,16 @@ func (p *Proxy) logCall(c *call) {
 		}
 		suppressed = n
 	}
-	attrs := []slog.Attr{
+	// The attributes are gathered in an array on the stack: the line is
+	// written on every call, and a growing slice allocated for it.
+	var buf [16]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("method", c.a.Method),
 		slog.String("path", truncate(c.a.Path, 256)),
 		slog.Int("status", c.status),
 		slog.String("outcome", string(c.outcome)),
 		slog.Int64("latency_ms", time.Since(c.start).Milliseconds()),
-	}
+	)
 	if c.key != nil {
 		attrs = append(attrs, slog.String("key_id", c.key.ID), slog.String("vendor", c.key.Vendor))
 	}

@@ -7,7 +7,6 @@
 package stripe
 
 import (
-	"encoding/json"
 	"mime"
 	"net/http"
 	"net/url"
@@ -118,13 +117,8 @@ func (v *Vendor) ObjectID(resp *keybrake.VendorResponse) string {
 	if resp.Truncated {
 		return ""
 	}
-	var obj struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(resp.Body, &obj) != nil {
-		return ""
-	}
-	return obj.ID
+	id, _ := resp.JSONString("id") // the parse settlement already validated
+	return id
 }
 
 // Owns claims Stripe's v1 and v2 APIs at the root, where stripe-go sends them

@@ -29,37 +29,12 @@ func (s *Store) reserveAmount(ctx context.Context, tx *sql.Tx, a *keybrake.Attem
 	if want <= 0 {
 		return 0, nil, nil
 	}
-	if a.Step > 0 {
-		if head := headroom(k, u); want > head {
-			steps := (want - head + a.Step - 1) / a.Step
-			want = max(want-steps*a.Step, a.Floor)
-		}
+	c := k.CheckCaps(u, want, a.Step, a.Floor)
+	if !c.OK() {
+		d.CapName, d.Cap, d.Requested = c.Cap, c.Limit, c.Amount
+		return 0, c.Err(), nil
 	}
-	capName, capValue, used := "", keybrake.Micros(0), keybrake.Micros(0)
-	switch {
-	case k.MaxPerCall > 0 && want > k.MaxPerCall:
-		capName, capValue = "per_call", k.MaxPerCall
-	case keybrake.AddCapped(u.SpentToday+u.ReservedToday, want) > k.DailyCap:
-		capName, capValue, used = "daily", k.DailyCap, u.SpentToday+u.ReservedToday
-	case k.TotalCap > 0 && keybrake.AddCapped(u.Spent+u.Reserved, want) > k.TotalCap:
-		capName, capValue, used = "total", k.TotalCap, u.Spent+u.Reserved
-	}
-	if capName != "" {
-		d.CapName, d.Cap, d.Requested = capName, capValue, want
-		return 0, keybrake.Errorf(keybrake.CodeCapExhausted,
-			"%s cap of $%s would be exceeded: $%s already spent or reserved, this call needs $%s",
-			capName, capValue, used, want), nil
-	}
-	return want, nil, nil
-}
-
-// headroom is the most the key may reserve for one call now.
-func headroom(k *keybrake.Key, u keybrake.Usage) keybrake.Micros {
-	h := k.Remaining(u)
-	if k.MaxPerCall > 0 {
-		h = min(h, k.MaxPerCall)
-	}
-	return h
+	return c.Amount, nil, nil
 }
 
 // countedOn is what a key's calls on one vendor object count: each call that

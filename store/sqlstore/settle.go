@@ -45,15 +45,7 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 		if outcome != string(keybrake.OutcomePending) && outcome != string(keybrake.OutcomeUnknown) {
 			return s.usage(ctx, tx, keyID, Day(now), &u)
 		}
-		var final keybrake.Micros
-		switch {
-		case st.Outcome == keybrake.OutcomeUnknown:
-			final = keybrake.Micros(estimated)
-		case st.Status >= 200 && st.Status < 300:
-			final = st.Actual
-		default:
-			final = 0
-		}
+		final := st.Charge(keybrake.Micros(estimated))
 		var dSpent, dReserved keybrake.Micros
 		if outcome == string(keybrake.OutcomePending) {
 			dSpent, dReserved = final, -keybrake.Micros(estimated)

@@ -33,6 +33,11 @@ type Options struct {
 	Clock func() time.Time
 	// ReadOnly opens the file without the write lock, for inspection.
 	ReadOnly bool
+	// BatchSize bounds the Decide and Settle calls group-committed in one
+	// transaction on the one writer connection (default
+	// sqlstore.DefaultBatchSize); 1 turns batching off, one transaction per
+	// call (for measuring what it buys).
+	BatchSize int
 }
 
 // Open creates (if needed), migrates and opens the SQLite store at path. One
@@ -110,7 +115,11 @@ func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err
 		Unavailable: unavailable,
 		StrPos:      "instr",
 		CannotWrite: cannotWrite,
+		Prepare:     true,
 	})
+	if opt.BatchSize != 0 {
+		s.SetBatchSize(opt.BatchSize)
+	}
 	if unlock != nil {
 		s.OnClose(unlock)
 	}

@@ -33,7 +33,7 @@ type callRow struct {
 	retryOf           int64
 }
 
-func insertCall(ctx context.Context, tx *sql.Tx, c callRow) (int64, error) {
+func insertCall(ctx context.Context, tx Querier, c callRow) (int64, error) {
 	var keyID any
 	if c.a.KeyID != "" {
 		keyID = c.a.KeyID
@@ -66,16 +66,18 @@ func (s *Store) Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decisi
 	if err != nil {
 		return keybrake.Decision{}, err
 	}
-	var d keybrake.Decision
-	err = s.tx(ctx, "decide", func(tx *sql.Tx, now time.Time) error {
-		d = keybrake.Decision{}
-		return s.decide(ctx, tx, now, &a, &d)
-	})
+	o := &op{ctx: ctx, attempt: &a}
+	err = s.submit(o)
 	done(err)
-	return d, err
+	return o.d, err
 }
 
-func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybrake.Attempt, d *keybrake.Decision) error {
+// decide applies one attempt inside a batch's transaction, after the batch
+// locked its key rows and read the clock (so a decision and a revoke are
+// stamped in the order they held the key, see RevokeKey). The usage it
+// reads includes every earlier attempt of the same batch: they are applied
+// in arrival order against running totals.
+func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt, d *keybrake.Decision) error {
 	day := Day(now)
 	deny := func(k *keybrake.Key, e *keybrake.Error, status int) error {
 		d.Allowed, d.Err = false, e
@@ -123,12 +125,6 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 	if err != nil {
 		return err
 	}
-	// Time is read once the key's row is locked, so a decision and a
-	// revoke are stamped in the order they held the key (see RevokeKey).
-	if now, err = s.dialect.Now(ctx, tx); err != nil {
-		return err
-	}
-	day = Day(now)
 	if err := dayUsage(ctx, tx, k.ID, day, &u); err != nil {
 		return err
 	}
@@ -201,7 +197,7 @@ func (s *Store) decide(ctx context.Context, tx *sql.Tx, now time.Time, a *keybra
 // returns done=true when the decision is made (a replay, a refusal, or a
 // retry that took over an unknown attempt's reservation); done=false means
 // the key is new and the caller reserves and claims it.
-func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Time, a *keybrake.Attempt,
+func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt,
 	k *keybrake.Key, d *keybrake.Decision, deny func(*keybrake.Key, *keybrake.Error, int) error) (bool, error) {
 	var (
 		fp, state string
@@ -278,7 +274,7 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx *sql.Tx, now time.Tim
 // vendor that deduplicates on Idempotency-Key. The unknown attempt's counted
 // amount becomes the retry's reservation in the same transaction, so the
 // cap is never charged twice and never released early.
-func (s *Store) takeOver(ctx context.Context, tx *sql.Tx, now time.Time, a *keybrake.Attempt, k *keybrake.Key, d *keybrake.Decision, oldID int64) error {
+func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt, k *keybrake.Key, d *keybrake.Decision, oldID int64) error {
 	var amount int64
 	var day, outcome string
 	if err := tx.QueryRowContext(ctx, `SELECT actual, day, outcome FROM calls WHERE id = $1`, oldID).Scan(&amount, &day, &outcome); err != nil {
@@ -308,7 +304,7 @@ func (s *Store) takeOver(ctx context.Context, tx *sql.Tx, now time.Time, a *keyb
 }
 
 // adjust moves a key's lifetime and per-day counters.
-func (s *Store) adjust(ctx context.Context, tx *sql.Tx, keyID, day string, spent, reserved keybrake.Micros, calls int64) error {
+func (s *Store) adjust(ctx context.Context, tx Querier, keyID, day string, spent, reserved keybrake.Micros, calls int64) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = spent + $1, reserved = reserved + $2, calls = calls + $3 WHERE id = $4`,
 		int64(spent), int64(reserved), calls, keyID); err != nil {
 		return err

@@ -45,7 +45,7 @@ func formatThresholds(list []int) (string, error) {
 // settled plus reserved spend of a key reached with a move of delta (a new
 // reservation, or a settlement above its estimate). The key's row is
 // already locked by the caller.
-func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyID, day string, delta keybrake.Micros) error {
+func (s *Store) spendEvents(ctx context.Context, tx Querier, now time.Time, keyID, day string, delta keybrake.Micros) error {
 	if delta <= 0 {
 		return nil
 	}
@@ -84,7 +84,7 @@ func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyI
 // capExhaustedEvent fires key.cap_exhausted on a key's first cap_exhausted
 // denial of the day. d carries the cap details and the usage before the
 // refused call.
-func (s *Store) capExhaustedEvent(ctx context.Context, tx *sql.Tx, now time.Time, day string, d *keybrake.Decision) error {
+func (s *Store) capExhaustedEvent(ctx context.Context, tx Querier, now time.Time, day string, d *keybrake.Decision) error {
 	first, err := alertOnce(ctx, tx, d.Key.ID, day, "cap_exhausted")
 	if err != nil || !first {
 		return err
@@ -105,7 +105,7 @@ func (s *Store) capExhaustedEvent(ctx context.Context, tx *sql.Tx, now time.Time
 
 // revokedEvent fires key.revoked when res, the revoking UPDATE, changed the
 // row: the first revocation, not a repeated one.
-func (s *Store) revokedEvent(ctx context.Context, tx *sql.Tx, now time.Time, res sql.Result, k *keybrake.Key) error {
+func (s *Store) revokedEvent(ctx context.Context, tx Querier, now time.Time, res sql.Result, k *keybrake.Key) error {
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *Store) revokedEvent(ctx context.Context, tx *sql.Tx, now time.Time, res
 
 // alertOnce records that a key raised alert on day and reports whether this
 // was the first time. The primary key holds across replicas.
-func alertOnce(ctx context.Context, tx *sql.Tx, keyID, day, alert string) (bool, error) {
+func alertOnce(ctx context.Context, tx Querier, keyID, day, alert string) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO key_alerts (key_id, day, alert) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, keyID, day, alert)
 	if err != nil {
 		return false, err
@@ -127,7 +127,7 @@ func alertOnce(ctx context.Context, tx *sql.Tx, keyID, day, alert string) (bool,
 
 // emit writes an event and one pending delivery per live webhook that
 // subscribes to its type; with no subscriber it writes nothing.
-func emit(ctx context.Context, tx *sql.Tx, now time.Time, typ keybrake.EventType, data any) error {
+func emit(ctx context.Context, tx Querier, now time.Time, typ keybrake.EventType, data any) error {
 	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT s.webhook_id FROM webhook_subscriptions s JOIN webhooks w ON w.id = s.webhook_id
 		WHERE w.deleted_at IS NULL AND s.event_type IN ($1, '*') ORDER BY s.webhook_id`, string(typ))
 	if err != nil {

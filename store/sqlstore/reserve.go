@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/keybrake/keybrake"
 )
@@ -17,7 +16,7 @@ import (
 //
 // It returns cap_exhausted (with d's cap fields set) when the amount does not
 // fit.
-func (s *Store) reserveAmount(ctx context.Context, tx *sql.Tx, a *keybrake.Attempt, k *keybrake.Key, u keybrake.Usage, d *keybrake.Decision) (keybrake.Micros, *keybrake.Error, error) {
+func (s *Store) reserveAmount(ctx context.Context, tx Querier, a *keybrake.Attempt, k *keybrake.Key, u keybrake.Usage, d *keybrake.Decision) (keybrake.Micros, *keybrake.Error, error) {
 	want := a.Estimate
 	if a.Exposure && a.ObjectID != "" {
 		counted, err := countedOn(ctx, tx, k.ID, a.ObjectID)
@@ -40,7 +39,7 @@ func (s *Store) reserveAmount(ctx context.Context, tx *sql.Tx, a *keybrake.Attem
 // countedOn is what a key's calls on one vendor object count: each call that
 // was not released, at its reservation while pending and at its settled
 // amount after.
-func countedOn(ctx context.Context, tx *sql.Tx, keyID, objectID string) (keybrake.Micros, error) {
+func countedOn(ctx context.Context, tx Querier, keyID, objectID string) (keybrake.Micros, error) {
 	var n int64
 	err := tx.QueryRowContext(ctx, `SELECT CAST(COALESCE(SUM(CASE WHEN outcome = $1 THEN estimated ELSE actual END), 0) AS BIGINT)
 		FROM calls WHERE key_id = $2 AND object_id = $3`, string(keybrake.OutcomePending), keyID, objectID).Scan(&n)

@@ -16,34 +16,33 @@ import (
 // as spend. Settling a call that a recovery sweep already marked unknown
 // corrects the spend to the now-known answer. Settling twice is a no-op.
 func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Usage, error) {
-	var u keybrake.Usage
-	err := s.tx(ctx, "settle", func(tx *sql.Tx, now time.Time) error {
+	o := &op{ctx: ctx, settlement: &st}
+	err := s.submit(o)
+	return o.u, err
+}
+
+// settle applies one settlement inside a batch's transaction. The batch has
+// already locked the call's key row (lockKeys), so one read of the call
+// row, locked too (LockKey), is all it needs: two settlements of one call,
+// or a settlement racing a recovery sweep on another replica, must not
+// both see it pending and both move the money. Every transaction locks a
+// key before its calls (a batch, RecoverPending), so they cannot deadlock.
+func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, st keybrake.Settlement, u *keybrake.Usage) error {
+	{
 		var (
 			keyID, day, outcome, idemKey string
 			estimated, actual            int64
 		)
-		// Lock the key row, then the call row (LockKey): two settlements of
-		// one call, or a settlement racing a recovery sweep on another
-		// replica, must not both see it pending and both move the money.
-		// Every transaction locks a key before its calls (Decide, its
-		// retry take-over, RecoverPending), so they cannot deadlock.
-		err := tx.QueryRowContext(ctx, `SELECT key_id FROM calls WHERE id = $1`, st.CallID).Scan(&keyID)
+		err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
+			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("settle call %d: %w", st.CallID, keybrake.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `SELECT id FROM keys WHERE id = $1`+s.dialect.LockKey, keyID); err != nil {
-			return err
-		}
-		err = tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
-			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
-		if err != nil {
-			return err
-		}
 		if outcome != string(keybrake.OutcomePending) && outcome != string(keybrake.OutcomeUnknown) {
-			return s.usage(ctx, tx, keyID, Day(now), &u)
+			return s.usage(ctx, tx, keyID, Day(now), u)
 		}
 		final := st.Charge(keybrake.Micros(estimated))
 		var dSpent, dReserved keybrake.Micros
@@ -76,12 +75,11 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 				return err
 			}
 		}
-		return s.usage(ctx, tx, keyID, Day(now), &u)
-	})
-	return u, err
+		return s.usage(ctx, tx, keyID, Day(now), u)
+	}
 }
 
-func (s *Store) settleIdempotency(ctx context.Context, tx *sql.Tx, keyID, idemKey string, st keybrake.Settlement) error {
+func (s *Store) settleIdempotency(ctx context.Context, tx Querier, keyID, idemKey string, st keybrake.Settlement) error {
 	var err error
 	switch {
 	case st.ReleaseIdempotency:

@@ -1,0 +1,414 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// Group commit. Every Decide and Settle is an op; ops queue, and one
+// goroutine (the batcher) applies whatever has arrived while the previous
+// batch was committing, up to BatchSize, in ONE write transaction:
+//
+//   - no fixed sleep: a lone op starts at once, in a batch of one;
+//   - in arrival order, each op against the totals the ones before it left
+//     (they read and write the same transaction), with the same status,
+//     expiry, rate limit, idempotency and cap checks as a transaction of
+//     its own;
+//   - a SAVEPOINT per op, so one op's SQL error fails that op only (its
+//     writes are rolled back to the savepoint); the others still commit;
+//   - nothing is answered before the commit: a failed commit fails every op
+//     in the batch closed (store_unavailable), and none was half-applied;
+//   - on PostgreSQL the batch first locks all its key rows in one order
+//     (ORDER BY id FOR UPDATE), so replicas' batches never deadlock, then
+//     reads the clock once: a revoke and a decision are still stamped in
+//     the order they held the key.
+//
+// One transaction pays one BEGIN, one commit and one fsync for up to
+// BatchSize calls; that, not the statements, is what a hot key waited on.
+
+// DefaultBatchSize bounds the ops of one batch.
+const DefaultBatchSize = 64
+
+// defaultBatchTimeout bounds a batch whose ops carry no deadline.
+const defaultBatchTimeout = 30 * time.Second
+
+// op states: the batcher claims an op (queued→started) before applying it;
+// a caller whose context ends first withdraws it (queued→abandoned), so a
+// cancelled caller's op is cleanly skipped, never half-applied.
+const (
+	opQueued int32 = iota
+	opStarted
+	opAbandoned
+)
+
+// op is one Decide or Settle waiting for, or inside, a batch.
+type op struct {
+	ctx        context.Context
+	attempt    *keybrake.Attempt    // a Decide
+	settlement *keybrake.Settlement // or a Settle
+
+	state atomic.Int32
+	done  chan struct{}
+
+	d   keybrake.Decision
+	u   keybrake.Usage
+	err error
+}
+
+func (o *op) name() string {
+	if o.attempt != nil {
+		return "decide"
+	}
+	return "settle"
+}
+
+func (o *op) apply(ctx context.Context, s *Store, q Querier, now time.Time) error {
+	if o.attempt != nil {
+		return s.decide(ctx, q, now, o.attempt, &o.d)
+	}
+	return s.settle(ctx, q, now, *o.settlement, &o.u)
+}
+
+func (o *op) fail(err error) {
+	o.d, o.u, o.err = keybrake.Decision{}, keybrake.Usage{}, err
+}
+
+// batcher is the queue and the goroutine that drains it.
+type batcher struct {
+	queue  chan *op
+	size   int
+	quit   chan struct{}
+	exited chan struct{}
+	once   sync.Once
+}
+
+// SetBatchSize sets how many ops one transaction may carry and starts the
+// batcher. n <= 1 turns group commit off: each op is its own transaction,
+// run by its caller (the way to measure what batching buys). Call it once,
+// before the store is used.
+func (s *Store) SetBatchSize(n int) {
+	if s.batch != nil {
+		s.batch.stop()
+		s.batch = nil
+	}
+	if n <= 1 {
+		return
+	}
+	b := &batcher{queue: make(chan *op, 4*n), size: n, quit: make(chan struct{}), exited: make(chan struct{})}
+	s.batch = b
+	go s.loop(b)
+}
+
+func (b *batcher) stop() {
+	b.once.Do(func() { close(b.quit) })
+	<-b.exited
+}
+
+var errClosed = errors.New("store is closed")
+
+// submit runs o in a batch and waits for its result.
+func (s *Store) submit(o *op) error {
+	b := s.batch
+	if b == nil {
+		s.runBatch([]*op{o})
+		return o.err
+	}
+	o.done = make(chan struct{})
+	select {
+	case b.queue <- o:
+	case <-o.ctx.Done():
+		return s.wrap(o.name(), o.ctx.Err())
+	case <-b.quit:
+		return fmt.Errorf("%s: %w: %w", o.name(), keybrake.ErrStoreUnavailable, errClosed)
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-o.ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opAbandoned) {
+			return s.wrap(o.name(), o.ctx.Err())
+		}
+	case <-b.exited:
+		if o.state.CompareAndSwap(opQueued, opAbandoned) {
+			return fmt.Errorf("%s: %w: %w", o.name(), keybrake.ErrStoreUnavailable, errClosed)
+		}
+	}
+	// The batcher started o: its batch ends by o's deadline (it is bounded
+	// by the earliest deadline of its ops), committed or failed.
+	<-o.done
+	return o.err
+}
+
+// loop takes what has arrived, up to the batch size, and applies it.
+func (s *Store) loop(b *batcher) {
+	defer close(b.exited)
+	ops := make([]*op, 0, b.size)
+	for {
+		select {
+		case o := <-b.queue:
+			ops = append(ops[:0], o)
+		case <-b.quit:
+			return
+		}
+	fill:
+		for len(ops) < b.size {
+			select {
+			case o := <-b.queue:
+				ops = append(ops, o)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(ops)
+		clear(ops)
+	}
+}
+
+// runBatch claims the ops still wanted, applies them in one transaction and
+// answers each.
+func (s *Store) runBatch(ops []*op) {
+	live := make([]*op, 0, len(ops))
+	var deadline time.Time
+	for _, o := range ops {
+		if o.done != nil && !o.state.CompareAndSwap(opQueued, opStarted) {
+			continue // withdrawn: its caller has already answered
+		}
+		if err := o.ctx.Err(); err != nil {
+			o.fail(s.wrap(o.name(), err))
+			o.finish()
+			continue
+		}
+		if dl, ok := o.ctx.Deadline(); ok && (deadline.IsZero() || dl.Before(deadline)) {
+			deadline = dl
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		return
+	}
+	if deadline.IsZero() {
+		deadline = time.Now().Add(defaultBatchTimeout)
+	}
+	// The batch runs under its own context, so one caller's cancellation
+	// cannot abort the others' transaction; it still ends by the earliest
+	// deadline of its ops (for a decision, the replica's lease: it never
+	// commits after another process may take the name over).
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := s.applyBatch(ctx, live)
+	cancel()
+	s.noteWrite(err)
+	for _, o := range live {
+		if err != nil {
+			o.fail(err)
+		}
+		o.finish()
+	}
+}
+
+func (o *op) finish() {
+	if o.done != nil {
+		close(o.done)
+	}
+}
+
+// applyBatch is the batch's transaction. It returns an error only when the
+// whole batch failed; an op's own failure is in its err.
+func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.wrap("batch: begin", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	q := s.stmts.on(tx)
+	if err := s.lockKeys(ctx, tx, ops); err != nil {
+		return s.wrap("batch: lock keys", err)
+	}
+	now, err := s.dialect.Now(ctx, q)
+	if err != nil {
+		return s.wrap("batch: read clock", err)
+	}
+	// A batch of one needs no savepoint: its error fails the transaction,
+	// which is all it holds.
+	savepoints := len(ops) > 1
+	for _, o := range ops {
+		if savepoints {
+			if _, err := q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+				return s.wrap("batch: savepoint", err)
+			}
+		}
+		if err := o.apply(ctx, s, q, now); err != nil {
+			o.fail(s.wrap(o.name(), err))
+			if !savepoints {
+				return o.err
+			}
+			if _, err := q.ExecContext(ctx, `ROLLBACK TO SAVEPOINT op`); err != nil {
+				return s.wrap("batch: rollback to savepoint", err)
+			}
+		}
+		if savepoints {
+			if _, err := q.ExecContext(ctx, `RELEASE SAVEPOINT op`); err != nil {
+				return s.wrap("batch: release savepoint", err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return s.wrap("batch: commit", err)
+	}
+	s.stmts.prepareMissed(ctx)
+	return nil
+}
+
+// lockKeys locks the key rows of every op in the batch, in id order, before
+// any op runs (PostgreSQL; SQLite's one writer already serialises). Two
+// replicas' batches touching the same keys take them in the same order, so
+// they wait for each other but never deadlock, and the clock read after it
+// orders this batch's decisions after any revoke that held a key first.
+func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	if s.dialect.LockKey == "" {
+		return nil
+	}
+	var keys []string
+	var calls []int64
+	for _, o := range ops {
+		switch {
+		case o.attempt != nil && o.attempt.KeyID != "":
+			keys = append(keys, o.attempt.KeyID)
+		case o.settlement != nil:
+			calls = append(calls, o.settlement.CallID)
+		}
+	}
+	if len(keys) == 0 && len(calls) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(keys)+len(calls))
+	b.WriteString(`SELECT id FROM keys WHERE id IN (`)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		args = append(args, k)
+		b.WriteString("$" + strconv.Itoa(len(args)))
+	}
+	if len(keys) == 0 {
+		b.WriteString(`NULL`)
+	}
+	b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
+	for i, c := range calls {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		args = append(args, c)
+		b.WriteString("$" + strconv.Itoa(len(args)))
+	}
+	if len(calls) == 0 {
+		b.WriteString(`NULL`)
+	}
+	b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
+	_, err := tx.ExecContext(ctx, b.String(), args...)
+	return err
+}
+
+// stmtCache keeps the ledger's statements prepared on the writer pool, for
+// engines whose driver would otherwise parse every statement again
+// (Dialect.Prepare; modernc SQLite). A statement is prepared after the
+// first batch that used it commits: preparing needs a connection, and
+// SQLite's one writer connection is the batch's own until then.
+type stmtCache struct {
+	db      *sql.DB
+	enabled bool
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	missed  map[string]bool
+}
+
+func (c *stmtCache) on(tx *sql.Tx) Querier {
+	if !c.enabled {
+		return tx
+	}
+	return &cachedTx{tx: tx, c: c}
+}
+
+func (c *stmtCache) get(query string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.m[query]
+	if st == nil {
+		if c.missed == nil {
+			c.missed = map[string]bool{}
+		}
+		c.missed[query] = true
+	}
+	return st
+}
+
+// prepareMissed prepares the statements the last batch ran unprepared.
+func (c *stmtCache) prepareMissed(ctx context.Context) {
+	if !c.enabled {
+		return
+	}
+	c.mu.Lock()
+	missed := c.missed
+	c.missed = nil
+	c.mu.Unlock()
+	for query := range missed {
+		st, err := c.db.PrepareContext(ctx, query)
+		if err != nil {
+			continue // it runs unprepared, as before
+		}
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = map[string]*sql.Stmt{}
+		}
+		if old := c.m[query]; old != nil {
+			old.Close()
+		}
+		c.m[query] = st
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
+}
+
+// cachedTx runs a transaction's statements through the cache.
+type cachedTx struct {
+	tx *sql.Tx
+	c  *stmtCache
+}
+
+func (t *cachedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.c.get(query); st != nil {
+		return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, query, args...)
+}
+
+func (t *cachedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.c.get(query); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, query, args...)
+}
+
+func (t *cachedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.c.get(query); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, query, args...)
+}

@@ -75,6 +75,10 @@ func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err
 		"journal_mode(WAL)",
 		"synchronous(FULL)",
 		"foreign_keys(ON)",
+		// Savepoint sub-journals (one per op of a batch) and temporary
+		// b-trees live in memory: they never need to survive a crash (the
+		// WAL does), and on disk each cost a write() per page touched.
+		"temp_store(MEMORY)",
 		fmt.Sprintf("busy_timeout(%d)", opt.BusyTimeout.Milliseconds()),
 	} {
 		q.Add("_pragma", p)

@@ -223,6 +223,10 @@ func (o *op) finish() {
 // applyBatch is the batch's transaction. It returns an error only when the
 // whole batch failed; an op's own failure is in its err.
 func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
+	h := s.hooks.Load()
+	if h != nil && h.begin != nil {
+		h.begin(len(ops))
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return s.wrap("batch: begin", err)
@@ -239,13 +243,19 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 	// A batch of one needs no savepoint: its error fails the transaction,
 	// which is all it holds.
 	savepoints := len(ops) > 1
-	for _, o := range ops {
+	for i, o := range ops {
 		if savepoints {
 			if _, err := q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
 				return s.wrap("batch: savepoint", err)
 			}
 		}
-		if err := o.apply(ctx, s, q, now); err != nil {
+		err := o.apply(ctx, s, q, now)
+		if err == nil && h != nil && h.op != nil {
+			if herr := h.op(i); herr != nil {
+				err = fmt.Errorf("%w: %w", keybrake.ErrStoreUnavailable, herr)
+			}
+		}
+		if err != nil {
 			o.fail(s.wrap(o.name(), err))
 			if !savepoints {
 				return o.err
@@ -258,6 +268,11 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 			if _, err := q.ExecContext(ctx, `RELEASE SAVEPOINT op`); err != nil {
 				return s.wrap("batch: release savepoint", err)
 			}
+		}
+	}
+	if h != nil && h.commit != nil {
+		if err := h.commit(len(ops)); err != nil {
+			return fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -411,4 +426,34 @@ func (t *cachedTx) QueryRowContext(ctx context.Context, query string, args ...an
 		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
 	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+// batchHooks let a test see and steer the batcher (storetest uses them to
+// put chosen ops in one batch in a chosen order, and to fail an op or a
+// whole batch). Production never sets them.
+type batchHooks struct {
+	begin  func(ops int)       // before a batch's transaction; may block
+	op     func(i int) error   // after op i applied; an error fails op i as its SQL error would
+	commit func(ops int) error // before the commit; an error fails the whole batch
+}
+
+// SetBatchHooks installs test hooks (nil funcs: none). See batchHooks.
+func (s *Store) SetBatchHooks(begin func(ops int), op func(i int) error, commit func(ops int) error) {
+	s.hooks.Store(&batchHooks{begin: begin, op: op, commit: commit})
+}
+
+// BatchSize is the most ops one transaction carries (1: batching off).
+func (s *Store) BatchSize() int {
+	if s.batch == nil {
+		return 1
+	}
+	return s.batch.size
+}
+
+// BatchQueued is the number of ops waiting for the batcher.
+func (s *Store) BatchQueued() int {
+	if s.batch == nil {
+		return 0
+	}
+	return len(s.batch.queue)
 }

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/keybrake/keybrake"
@@ -74,6 +75,7 @@ type Store struct {
 	claim   claimSlot // the replica name this store holds, if any
 	batch   *batcher  // group commit of Decide and Settle; nil: one transaction each
 	stmts   stmtCache
+	hooks   atomic.Pointer[batchHooks] // tests only
 }
 
 // New wraps open pools. writer may be the same *sql.DB as reader. Decide

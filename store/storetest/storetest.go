@@ -87,6 +87,11 @@ func Run(t *testing.T, open Opener) {
 		{"DenialRowsCarryThePrice", testDenialRowsCarryThePrice},
 		{"PruneCalls", testPruneCalls},
 		{"IdempotencyVendorKey", testIdempotencyVendorKey},
+		{"BatchMixesKeys", testBatchMixesKeys},
+		{"BatchCapRunsOut", testBatchCapRunsOut},
+		{"BatchIdempotencyDuplicates", testBatchIdempotencyDuplicates},
+		{"BatchRevokeBetween", testBatchRevokeBetween},
+		{"BatchFailures", testBatchFailures},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

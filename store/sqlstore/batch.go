@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,11 +69,11 @@ func (o *op) name() string {
 	return "settle"
 }
 
-func (o *op) apply(ctx context.Context, s *Store, q Querier, now time.Time) error {
+func (o *op) apply(ctx context.Context, s *Store, q Querier, now time.Time, h *held) error {
 	if o.attempt != nil {
-		return s.decide(ctx, q, now, o.attempt, &o.d)
+		return s.decide(ctx, q, now, h, o.attempt, &o.d)
 	}
-	return s.settle(ctx, q, now, *o.settlement, &o.u)
+	return s.settle(ctx, q, now, h, *o.settlement, &o.u)
 }
 
 func (o *op) fail(err error) {
@@ -223,9 +221,9 @@ func (o *op) finish() {
 // applyBatch is the batch's transaction. It returns an error only when the
 // whole batch failed; an op's own failure is in its err.
 func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
-	h := s.hooks.Load()
-	if h != nil && h.begin != nil {
-		h.begin(len(ops))
+	hooks := s.hooks.Load()
+	if hooks != nil && hooks.begin != nil {
+		hooks.begin(len(ops))
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -233,12 +231,17 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	q := s.stmts.on(tx)
-	if err := s.lockKeys(ctx, tx, ops); err != nil {
+	h, err := s.holdKeys(ctx, tx, ops)
+	if err != nil {
 		return s.wrap("batch: lock keys", err)
 	}
 	now, err := s.dialect.Now(ctx, q)
 	if err != nil {
 		return s.wrap("batch: read clock", err)
+	}
+	h.day = Day(now)
+	if err := s.readDays(ctx, tx, h); err != nil {
+		return s.wrap("batch: read usage", err)
 	}
 	// A batch of one needs no savepoint: its error fails the transaction,
 	// which is all it holds.
@@ -249,9 +252,10 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 				return s.wrap("batch: savepoint", err)
 			}
 		}
-		err := o.apply(ctx, s, q, now)
-		if err == nil && h != nil && h.op != nil {
-			if herr := h.op(i); herr != nil {
+		mark := h.mark()
+		err := o.apply(ctx, s, q, now, h)
+		if err == nil && hooks != nil && hooks.op != nil {
+			if herr := hooks.op(i); herr != nil {
 				err = fmt.Errorf("%w: %w", keybrake.ErrStoreUnavailable, herr)
 			}
 		}
@@ -260,6 +264,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 			if !savepoints {
 				return o.err
 			}
+			h.undo(mark)
 			if _, err := q.ExecContext(ctx, `ROLLBACK TO SAVEPOINT op`); err != nil {
 				return s.wrap("batch: rollback to savepoint", err)
 			}
@@ -270,8 +275,11 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 			}
 		}
 	}
-	if h != nil && h.commit != nil {
-		if err := h.commit(len(ops)); err != nil {
+	if err := s.flush(ctx, q, h); err != nil {
+		return s.wrap("batch: write totals", err)
+	}
+	if hooks != nil && hooks.commit != nil {
+		if err := hooks.commit(len(ops)); err != nil {
 			return fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
 		}
 	}
@@ -280,57 +288,6 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 	}
 	s.stmts.prepareMissed(ctx)
 	return nil
-}
-
-// lockKeys locks the key rows of every op in the batch, in id order, before
-// any op runs (PostgreSQL; SQLite's one writer already serialises). Two
-// replicas' batches touching the same keys take them in the same order, so
-// they wait for each other but never deadlock, and the clock read after it
-// orders this batch's decisions after any revoke that held a key first.
-func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, ops []*op) error {
-	if s.dialect.LockKey == "" {
-		return nil
-	}
-	var keys []string
-	var calls []int64
-	for _, o := range ops {
-		switch {
-		case o.attempt != nil && o.attempt.KeyID != "":
-			keys = append(keys, o.attempt.KeyID)
-		case o.settlement != nil:
-			calls = append(calls, o.settlement.CallID)
-		}
-	}
-	if len(keys) == 0 && len(calls) == 0 {
-		return nil
-	}
-	var b strings.Builder
-	args := make([]any, 0, len(keys)+len(calls))
-	b.WriteString(`SELECT id FROM keys WHERE id IN (`)
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		args = append(args, k)
-		b.WriteString("$" + strconv.Itoa(len(args)))
-	}
-	if len(keys) == 0 {
-		b.WriteString(`NULL`)
-	}
-	b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
-	for i, c := range calls {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		args = append(args, c)
-		b.WriteString("$" + strconv.Itoa(len(args)))
-	}
-	if len(calls) == 0 {
-		b.WriteString(`NULL`)
-	}
-	b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
-	_, err := tx.ExecContext(ctx, b.String(), args...)
-	return err
 }
 
 // stmtCache keeps the ledger's statements prepared on the writer pool, for

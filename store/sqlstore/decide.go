@@ -77,8 +77,9 @@ func (s *Store) Decide(ctx context.Context, a keybrake.Attempt) (keybrake.Decisi
 // stamped in the order they held the key, see RevokeKey). The usage it
 // reads includes every earlier attempt of the same batch: they are applied
 // in arrival order against running totals.
-func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt, d *keybrake.Decision) error {
-	day := Day(now)
+func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, h *held, a *keybrake.Attempt, d *keybrake.Decision) error {
+	day := h.day
+	var hk *heldKey
 	deny := func(k *keybrake.Key, e *keybrake.Error, status int) error {
 		d.Allowed, d.Err = false, e
 		label := ""
@@ -103,9 +104,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 		if k == nil {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE keys SET denied_calls = denied_calls + 1 WHERE id = $1`, k.ID); err != nil {
-			return err
-		}
+		h.add(hk, day, 0, 0, 0, 1)
 		d.Usage.DeniedCalls++
 		return nil
 	}
@@ -117,7 +116,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 		}
 		return deny(nil, e, 0)
 	}
-	k, u, err := scanKeyState(tx.QueryRowContext(ctx, `SELECT `+keyStateColumns+` FROM keys WHERE id = $1`+s.dialect.LockKey, a.KeyID))
+	hk, err := s.key(ctx, tx, h, a.KeyID)
 	if errors.Is(err, keybrake.ErrNotFound) {
 		a.KeyID = ""
 		return deny(nil, keybrake.Errorf(keybrake.CodeInvalidVaultKey, "vault key is not valid"), 0)
@@ -125,9 +124,8 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 	if err != nil {
 		return err
 	}
-	if err := dayUsage(ctx, tx, k.ID, day, &u); err != nil {
-		return err
-	}
+	kc := hk.k // the decision's own copy: the held key lives on in the batch
+	k, u := &kc, hk.u
 	d.Key, d.Usage = k, u
 	d.Status = k.StatusAt(now)
 	switch d.Status {
@@ -150,7 +148,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 
 	var claim bool // insert a new idempotency record after reserving
 	if a.IdempotencyKey != "" {
-		done, err := s.resolveIdempotency(ctx, tx, now, a, k, d, deny)
+		done, err := s.resolveIdempotency(ctx, tx, now, h, hk, a, k, d, deny)
 		if err != nil || done {
 			return err
 		}
@@ -162,7 +160,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 		return err
 	}
 	if capErr != nil {
-		if err := s.capExhaustedEvent(ctx, tx, now, day, d); err != nil {
+		if err := s.capExhaustedEvent(ctx, tx, now, day, hk.agent, d); err != nil {
 			return err
 		}
 		return deny(k, capErr, 0)
@@ -173,10 +171,8 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 	if err != nil {
 		return err
 	}
-	if err := s.adjust(ctx, tx, k.ID, day, 0, amount, 1); err != nil {
-		return err
-	}
-	if err := s.spendEvents(ctx, tx, now, k.ID, day, amount); err != nil {
+	h.add(hk, day, 0, amount, 1, 0)
+	if err := s.heldSpendEvents(ctx, tx, now, h, hk, day, amount); err != nil {
 		return err
 	}
 	if claim {
@@ -197,7 +193,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, a *keybra
 // returns done=true when the decision is made (a replay, a refusal, or a
 // retry that took over an unknown attempt's reservation); done=false means
 // the key is new and the caller reserves and claims it.
-func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt,
+func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Time, h *held, hk *heldKey, a *keybrake.Attempt,
 	k *keybrake.Key, d *keybrake.Decision, deny func(*keybrake.Key, *keybrake.Error, int) error) (bool, error) {
 	var (
 		fp, state string
@@ -246,9 +242,7 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Tim
 		if err != nil {
 			return false, err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE keys SET calls = calls + 1 WHERE id = $1`, k.ID); err != nil {
-			return false, err
-		}
+		h.add(hk, h.day, 0, 0, 1, 0)
 		d.CallID, d.Allowed, d.Replay = id, true, resp
 		d.Usage.Calls++
 		return true, nil
@@ -264,7 +258,7 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Tim
 		if vendorKey == "" {
 			d.VendorIdempotencyKey = a.IdempotencyKey
 		}
-		return true, s.takeOver(ctx, tx, now, a, k, d, callID)
+		return true, s.takeOver(ctx, tx, now, h, hk, a, k, d, callID)
 	default:
 		return false, fmt.Errorf("idempotency record in unknown state %q", state)
 	}
@@ -274,7 +268,7 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Tim
 // vendor that deduplicates on Idempotency-Key. The unknown attempt's counted
 // amount becomes the retry's reservation in the same transaction, so the
 // cap is never charged twice and never released early.
-func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, a *keybrake.Attempt, k *keybrake.Key, d *keybrake.Decision, oldID int64) error {
+func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, h *held, hk *heldKey, a *keybrake.Attempt, k *keybrake.Key, d *keybrake.Decision, oldID int64) error {
 	var amount int64
 	var day, outcome string
 	if err := tx.QueryRowContext(ctx, `SELECT actual, day, outcome FROM calls WHERE id = $1`, oldID).Scan(&amount, &day, &outcome); err != nil {
@@ -291,9 +285,7 @@ func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, a *keyb
 	if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, actual = 0 WHERE id = $2`, string(keybrake.OutcomeUnknownRetried), oldID); err != nil {
 		return err
 	}
-	if err := s.adjust(ctx, tx, k.ID, day, -keybrake.Micros(amount), keybrake.Micros(amount), 1); err != nil {
-		return err
-	}
+	h.add(hk, day, -keybrake.Micros(amount), keybrake.Micros(amount), 1, 0)
 	if _, err := tx.ExecContext(ctx, `UPDATE idempotency SET state = $1, call_id = $2 WHERE key_id = $3 AND idem_key = $4`,
 		idemInFlight, id, k.ID, a.IdempotencyKey); err != nil {
 		return err
@@ -312,18 +304,5 @@ func (s *Store) adjust(ctx context.Context, tx Querier, keyID, day string, spent
 	if spent == 0 && reserved == 0 {
 		return nil
 	}
-	// Update first, insert when the day has no row yet: an upsert would
-	// check the CHECK constraints against the insert candidate, which for a
-	// settlement (negative reserved delta) is not a row that will exist.
-	res, err := tx.ExecContext(ctx, `UPDATE key_days SET spent = spent + $1, reserved = reserved + $2 WHERE key_id = $3 AND day = $4`,
-		int64(spent), int64(reserved), keyID, day)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil || n > 0 {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
-		keyID, day, int64(spent), int64(reserved))
-	return err
+	return s.adjustDay(ctx, tx, keyID, day, spent, reserved)
 }

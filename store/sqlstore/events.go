@@ -59,11 +59,18 @@ func (s *Store) spendEvents(ctx context.Context, tx Querier, now time.Time, keyI
 	if err != nil || thresholds == "[]" {
 		return err
 	}
+	return s.thresholdEvents(ctx, tx, now, keyID, day, delta, keybrake.Micros(capacity), thresholds, label, agent, keybrake.Micros(used))
+}
+
+// thresholdEvents fires the thresholds a move of delta crossed, the day's
+// use being used after it.
+func (s *Store) thresholdEvents(ctx context.Context, tx Querier, now time.Time, keyID, day string, delta, capacity keybrake.Micros,
+	thresholds, label, agent string, used keybrake.Micros) error {
 	list, err := parseThresholds(thresholds)
 	if err != nil {
 		return fmt.Errorf("key %s: stored alert thresholds: %w", keyID, err)
 	}
-	for _, p := range keybrake.ThresholdsCrossed(keybrake.Micros(capacity), keybrake.Micros(used)-delta, keybrake.Micros(used), list) {
+	for _, p := range keybrake.ThresholdsCrossed(capacity, used-delta, used, list) {
 		first, err := alertOnce(ctx, tx, keyID, day, "threshold:"+strconv.Itoa(p))
 		if err != nil {
 			return err
@@ -73,7 +80,7 @@ func (s *Store) spendEvents(ctx context.Context, tx Querier, now time.Time, keyI
 		}
 		if err := emit(ctx, tx, now, keybrake.EventSpendThreshold, keybrake.SpendThresholdData{
 			KeyID: keyID, AgentRunLabel: label, AgentName: agent, ThresholdPercent: p,
-			CapUSD: keybrake.Micros(capacity), SpentUSD: keybrake.Micros(used), Day: day,
+			CapUSD: capacity, SpentUSD: used, Day: day,
 		}); err != nil {
 			return err
 		}
@@ -84,13 +91,9 @@ func (s *Store) spendEvents(ctx context.Context, tx Querier, now time.Time, keyI
 // capExhaustedEvent fires key.cap_exhausted on a key's first cap_exhausted
 // denial of the day. d carries the cap details and the usage before the
 // refused call.
-func (s *Store) capExhaustedEvent(ctx context.Context, tx Querier, now time.Time, day string, d *keybrake.Decision) error {
+func (s *Store) capExhaustedEvent(ctx context.Context, tx Querier, now time.Time, day, agent string, d *keybrake.Decision) error {
 	first, err := alertOnce(ctx, tx, d.Key.ID, day, "cap_exhausted")
 	if err != nil || !first {
-		return err
-	}
-	var agent string
-	if err := tx.QueryRowContext(ctx, `SELECT agent_name FROM keys WHERE id = $1`, d.Key.ID).Scan(&agent); err != nil {
 		return err
 	}
 	spent := d.Usage.SpentToday + d.Usage.ReservedToday

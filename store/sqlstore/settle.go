@@ -27,7 +27,7 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 // or a settlement racing a recovery sweep on another replica, must not
 // both see it pending and both move the money. Every transaction locks a
 // key before its calls (a batch, RecoverPending), so they cannot deadlock.
-func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, st keybrake.Settlement, u *keybrake.Usage) error {
+func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, h *held, st keybrake.Settlement, u *keybrake.Usage) error {
 	{
 		var (
 			keyID, day, outcome, idemKey string
@@ -41,8 +41,13 @@ func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, st keybra
 		if err != nil {
 			return err
 		}
+		hk, err := s.key(ctx, tx, h, keyID)
+		if err != nil {
+			return err
+		}
 		if outcome != string(keybrake.OutcomePending) && outcome != string(keybrake.OutcomeUnknown) {
-			return s.usage(ctx, tx, keyID, Day(now), u)
+			*u = hk.u
+			return nil
 		}
 		final := st.Charge(keybrake.Micros(estimated))
 		var dSpent, dReserved keybrake.Micros
@@ -64,10 +69,8 @@ func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, st keybra
 			st.Latency.Milliseconds(), micros(now), reconcile, st.CallID); err != nil {
 			return err
 		}
-		if err := s.adjust(ctx, tx, keyID, day, dSpent, dReserved, 0); err != nil {
-			return err
-		}
-		if err := s.spendEvents(ctx, tx, now, keyID, day, dSpent+dReserved); err != nil {
+		h.add(hk, day, dSpent, dReserved, 0, 0)
+		if err := s.heldSpendEvents(ctx, tx, now, h, hk, day, dSpent+dReserved); err != nil {
 			return err
 		}
 		if idemKey != "" {
@@ -75,7 +78,8 @@ func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, st keybra
 				return err
 			}
 		}
-		return s.usage(ctx, tx, keyID, Day(now), u)
+		*u = hk.u
+		return nil
 	}
 }
 
@@ -104,15 +108,4 @@ func (s *Store) settleIdempotency(ctx context.Context, tx Querier, keyID, idemKe
 			idemCompleted, st.Response.Status, string(h), body, keyID, idemKey, st.CallID)
 	}
 	return err
-}
-
-// usage reads a key's counters inside a transaction.
-func (s *Store) usage(ctx context.Context, q Querier, keyID, day string, u *keybrake.Usage) error {
-	var spent, reserved int64
-	if err := q.QueryRowContext(ctx, `SELECT spent, reserved, calls, denied_calls FROM keys WHERE id = $1`, keyID).
-		Scan(&spent, &reserved, &u.Calls, &u.DeniedCalls); err != nil {
-		return err
-	}
-	u.Spent, u.Reserved = keybrake.Micros(spent), keybrake.Micros(reserved)
-	return dayUsage(ctx, q, keyID, day, u)
 }

@@ -1,0 +1,286 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// held is what a batch knows about the key rows it holds locked: each
+// key's state and usage as read once at the start of the batch, plus the
+// moves its ops made since (summed deltas). The ops read their running
+// totals from here, not from the rows, and the deltas are written once per
+// key (and per key and day) at the end of the batch (flush), instead of an
+// UPDATE per op. A journal of the moves lets a failed op's be undone with
+// its savepoint.
+type held struct {
+	day     string // the batch's calendar day (Usage's *Today fields)
+	keys    map[string]*heldKey
+	journal []move
+}
+
+// heldKey is one key row of a batch.
+type heldKey struct {
+	k          keybrake.Key
+	thresholds string // alert_thresholds, as stored
+	agent      string
+	u          keybrake.Usage // as read plus this batch's moves
+
+	d    [4]int64 // pending deltas: spent, reserved, calls, denied_calls
+	days map[string]*[2]int64
+}
+
+type move struct {
+	hk              *heldKey
+	day             string
+	spent, reserved keybrake.Micros
+	calls, denied   int64
+}
+
+// add moves a key's counters (and, for money, its day's), journaled.
+func (h *held) add(hk *heldKey, day string, spent, reserved keybrake.Micros, calls, denied int64) {
+	h.apply(hk, day, spent, reserved, calls, denied)
+	h.journal = append(h.journal, move{hk, day, spent, reserved, calls, denied})
+}
+
+func (h *held) apply(hk *heldKey, day string, spent, reserved keybrake.Micros, calls, denied int64) {
+	hk.d[0] += int64(spent)
+	hk.d[1] += int64(reserved)
+	hk.d[2] += calls
+	hk.d[3] += denied
+	hk.u.Spent += spent
+	hk.u.Reserved += reserved
+	hk.u.Calls += calls
+	hk.u.DeniedCalls += denied
+	if spent == 0 && reserved == 0 {
+		return
+	}
+	dm := hk.days[day]
+	if dm == nil {
+		dm = new([2]int64)
+		hk.days[day] = dm
+	}
+	dm[0] += int64(spent)
+	dm[1] += int64(reserved)
+	if day == h.day {
+		hk.u.SpentToday += spent
+		hk.u.ReservedToday += reserved
+	}
+}
+
+// mark and undo bracket one op: undo reverts every move since mark.
+func (h *held) mark() int { return len(h.journal) }
+
+func (h *held) undo(mark int) {
+	for i := len(h.journal) - 1; i >= mark; i-- {
+		m := h.journal[i]
+		h.apply(m.hk, m.day, -m.spent, -m.reserved, -m.calls, -m.denied)
+	}
+	h.journal = h.journal[:mark]
+}
+
+// heldColumns are keyStateColumns plus what the spend events need.
+const heldColumns = keyStateColumns + `, alert_thresholds, agent_name`
+
+// holdKeys reads (and on PostgreSQL locks, in id order) the key rows of
+// every op in the batch, and the day's usage of each, in two statements.
+// Two replicas' batches touching the same keys take them in the same
+// order, so they wait for each other but never deadlock; the clock is read
+// after, so a revoke that held a key first is seen.
+func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, error) {
+	h := &held{keys: map[string]*heldKey{}}
+	var keys []string
+	var calls []int64
+	for _, o := range ops {
+		switch {
+		case o.attempt != nil && o.attempt.KeyID != "":
+			keys = append(keys, o.attempt.KeyID)
+		case o.settlement != nil:
+			calls = append(calls, o.settlement.CallID)
+		}
+	}
+	if len(keys) == 0 && len(calls) == 0 {
+		return h, nil
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(keys)+len(calls))
+	list := func(n int, arg func(i int) any) {
+		if n == 0 {
+			b.WriteString(`NULL`)
+		}
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			args = append(args, arg(i))
+			b.WriteString("$" + strconv.Itoa(len(args)))
+		}
+	}
+	b.WriteString(`SELECT ` + heldColumns + ` FROM keys WHERE id IN (`)
+	list(len(keys), func(i int) any { return keys[i] })
+	b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
+	list(len(calls), func(i int) any { return calls[i] })
+	b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
+	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		hk, err := scanHeld(rows)
+		if err != nil {
+			return nil, err
+		}
+		h.keys[hk.k.ID] = hk
+	}
+	return h, rows.Err()
+}
+
+// readDays fills in each held key's usage on the batch's day, once the
+// clock is read.
+func (s *Store) readDays(ctx context.Context, tx Querier, h *held) error {
+	if len(h.keys) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	args := []any{h.day}
+	b.WriteString(`SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (`)
+	for id := range h.keys {
+		if len(args) > 1 {
+			b.WriteByte(',')
+		}
+		args = append(args, id)
+		b.WriteString("$" + strconv.Itoa(len(args)))
+	}
+	b.WriteString(`)`)
+	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var spent, reserved int64
+		if err := rows.Scan(&id, &spent, &reserved); err != nil {
+			return err
+		}
+		if hk := h.keys[id]; hk != nil {
+			hk.u.SpentToday, hk.u.ReservedToday = keybrake.Micros(spent), keybrake.Micros(reserved)
+		}
+	}
+	return rows.Err()
+}
+
+func scanHeld(row rowScanner) (*heldKey, error) {
+	var extra [2]string
+	k, u, err := scanKeyState(extraScanner{row, extra[:]})
+	if err != nil {
+		return nil, err
+	}
+	return &heldKey{k: *k, u: u, thresholds: extra[0], agent: extra[1], days: map[string]*[2]int64{}}, nil
+}
+
+// extraScanner scans keyStateColumns and then the strings in extra.
+type extraScanner struct {
+	row   rowScanner
+	extra []string
+}
+
+func (e extraScanner) Scan(dest ...any) error {
+	for i := range e.extra {
+		dest = append(dest, &e.extra[i])
+	}
+	return e.row.Scan(dest...)
+}
+
+// key is a held key, read (and locked) now if the batch did not know it: a
+// call whose key id was not among the ops' (it cannot happen for a decision,
+// whose key is always collected; it keeps a settlement correct regardless).
+func (s *Store) key(ctx context.Context, tx Querier, h *held, id string) (*heldKey, error) {
+	if hk := h.keys[id]; hk != nil {
+		return hk, nil
+	}
+	hk, err := scanHeld(tx.QueryRowContext(ctx, `SELECT `+heldColumns+` FROM keys WHERE id = $1`+s.dialect.LockKey, id))
+	if err != nil {
+		return nil, err
+	}
+	if err := dayUsage(ctx, tx, id, h.day, &hk.u); err != nil {
+		return nil, err
+	}
+	h.keys[id] = hk
+	return hk, nil
+}
+
+// flush writes the batch's summed moves: one UPDATE per key that moved,
+// and one per key and day whose money moved (an INSERT when the day has no
+// row yet). The sums keep every CHECK: each is the net of moves that were
+// valid one after another.
+func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
+	ids := make([]string, 0, len(h.keys))
+	for id := range h.keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		hk := h.keys[id]
+		if hk.d != [4]int64{} {
+			if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = spent + $1, reserved = reserved + $2,
+				calls = calls + $3, denied_calls = denied_calls + $4 WHERE id = $5`,
+				hk.d[0], hk.d[1], hk.d[2], hk.d[3], id); err != nil {
+				return fmt.Errorf("key %s: %w", id, err)
+			}
+		}
+		for day, dm := range hk.days {
+			if *dm == [2]int64{} {
+				continue
+			}
+			if err := s.adjustDay(ctx, tx, id, day, keybrake.Micros(dm[0]), keybrake.Micros(dm[1])); err != nil {
+				return fmt.Errorf("key %s day %s: %w", id, day, err)
+			}
+		}
+	}
+	return nil
+}
+
+// adjustDay moves a key's per-day counters. Update first, insert when the
+// day has no row yet: an upsert would check the CHECK constraints against
+// the insert candidate, which for a settlement (negative reserved delta)
+// is not a row that will exist.
+func (s *Store) adjustDay(ctx context.Context, tx Querier, keyID, day string, spent, reserved keybrake.Micros) error {
+	res, err := tx.ExecContext(ctx, `UPDATE key_days SET spent = spent + $1, reserved = reserved + $2 WHERE key_id = $3 AND day = $4`,
+		int64(spent), int64(reserved), keyID, day)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
+		keyID, day, int64(spent), int64(reserved))
+	return err
+}
+
+// heldSpendEvents is spendEvents for a held key: the day's use comes from
+// the batch's running totals, and a key with no thresholds costs nothing.
+func (s *Store) heldSpendEvents(ctx context.Context, tx Querier, now time.Time, h *held, hk *heldKey, day string, delta keybrake.Micros) error {
+	if delta <= 0 || hk.thresholds == "[]" {
+		return nil
+	}
+	used := hk.u.SpentToday + hk.u.ReservedToday
+	if day != h.day {
+		var u keybrake.Usage
+		if err := dayUsage(ctx, tx, hk.k.ID, day, &u); err != nil {
+			return err
+		}
+		used = u.SpentToday + u.ReservedToday
+		if dm := hk.days[day]; dm != nil {
+			used += keybrake.Micros(dm[0] + dm[1])
+		}
+	}
+	return s.thresholdEvents(ctx, tx, now, hk.k.ID, day, delta, hk.k.DailyCap, hk.thresholds, hk.k.AgentRunLabel, hk.agent, used)
+}

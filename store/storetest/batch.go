@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -21,17 +22,22 @@ type batchSteerer interface {
 
 // bop is one op of a steered batch: a Decide or a Settle.
 type bop struct {
-	a  *keybrake.Attempt
-	st *keybrake.Settlement
+	a   *keybrake.Attempt
+	st  *keybrake.Settlement
+	ctx context.Context // nil: the test's
 }
 
 func dec(a keybrake.Attempt) bop     { return bop{a: &a} }
 func stl(st keybrake.Settlement) bop { return bop{st: &st} }
 func (o bop) run(t *testing.T, s store.Store) (r bres) {
+	c := o.ctx
+	if c == nil {
+		c = ctx(t)
+	}
 	if o.a != nil {
-		r.d, r.err = s.Decide(ctx(t), *o.a)
+		r.d, r.err = s.Decide(c, *o.a)
 	} else {
-		r.u, r.err = s.Settle(ctx(t), *o.st)
+		r.u, r.err = s.Settle(c, *o.st)
 	}
 	return r
 }
@@ -48,6 +54,12 @@ type bres struct {
 type batchFaults struct {
 	failOp     int // -1: none
 	failCommit bool
+	// started runs when the steered batch has claimed its ops, before its
+	// transaction.
+	started func()
+	// withdrawn is how many of the ops leave the queue before the batch
+	// starts (their callers gave up).
+	withdrawn int
 }
 
 var errInjected = errors.New("injected by storetest")
@@ -87,7 +99,9 @@ func inOneBatch(t *testing.T, s store.Store, f batchFaults, between func(), ops 
 				<-release
 				return
 			}
-			target.Store(true) // every batch after the blocker's
+			if !target.Swap(true) && f.started != nil { // every batch after the blocker's
+				f.started()
+			}
 		}
 		mu.Lock()
 		sizes = append(sizes, n)
@@ -145,8 +159,8 @@ func inOneBatch(t *testing.T, s store.Store, f batchFaults, between func(), ops 
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	if len(sizes) == 0 || sizes[0] != len(ops) {
-		t.Fatalf("the steered ops ran in batches of %v, want one of %d", sizes, len(ops))
+	if want := len(ops) - f.withdrawn; len(sizes) == 0 || sizes[0] != want {
+		t.Fatalf("the steered ops ran in batches of %v, want one of %d", sizes, want)
 	}
 	return res
 }
@@ -319,4 +333,39 @@ func testBatchFailures(t *testing.T, s store.Store) {
 	mustAllow(t, s, idem(charge(k, usd), "ik-f", "fp", true))
 	settle(t, s, ok2xx(id0, usd))
 	wantUsage(t, checkLedger(t, s, k.ID), usd, 4*usd)
+}
+
+// testBatchCancellation: a caller that gives up while its op is queued is
+// skipped cleanly (no audit row, nothing reserved); a caller that gives up
+// once its batch has started breaks nothing: its op applies and it gets the
+// answer, and the batch's other ops are untouched either way.
+func testBatchCancellation(t *testing.T, s store.Store) {
+	k, _ := newKey(t, s, daily(10*usd))
+	queued, cancelQueued := context.WithCancel(ctx(t))
+	defer cancelQueued()
+	started, cancelStarted := context.WithCancel(ctx(t))
+	defer cancelStarted()
+	gone := dec(charge(k, 4*usd))
+	gone.ctx = queued
+	late := dec(charge(k, 2*usd))
+	late.ctx = started
+	batched := s.(batchSteerer).BatchSize() > 1
+	res := inOneBatch(t, s, batchFaults{failOp: -1, started: cancelStarted, withdrawn: 1}, func() {
+		if batched {
+			cancelQueued()
+		}
+	}, dec(charge(k, usd)), gone, late, dec(charge(k, usd)))
+	wantAllowed(t, "op before", res[0])
+	wantAllowed(t, "op after", res[3])
+	if !batched {
+		return // one transaction per op: there is no queue to leave
+	}
+	if res[1].err == nil {
+		t.Fatalf("an op whose caller left while it was queued: %+v, want the caller's error", res[1].d)
+	}
+	wantAllowed(t, "op whose caller left after its batch started", res[2])
+	if n := len(allCalls(t, s, keybrake.CallFilter{KeyID: k.ID})); n != 3 {
+		t.Fatalf("%d audit rows, want 3 (the withdrawn op wrote none)", n)
+	}
+	wantUsage(t, checkLedger(t, s, k.ID), 0, 4*usd)
 }

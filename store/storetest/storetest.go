@@ -92,6 +92,7 @@ func Run(t *testing.T, open Opener) {
 		{"BatchIdempotencyDuplicates", testBatchIdempotencyDuplicates},
 		{"BatchRevokeBetween", testBatchRevokeBetween},
 		{"BatchFailures", testBatchFailures},
+		{"BatchCancellation", testBatchCancellation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +22,9 @@ import (
 //     (they read and write the same transaction), with the same status,
 //     expiry, rate limit, idempotency and cap checks as a transaction of
 //     its own;
-//   - a SAVEPOINT per op, so one op's SQL error fails that op only (its
-//     writes are rolled back to the savepoint); the others still commit;
+//   - one op's SQL error fails that op only: the batch is rolled back and
+//     run again without it, as a SAVEPOINT per op would leave it, without
+//     paying for one per op (see applyBatch); the others still commit;
 //   - nothing is answered before the commit: a failed commit fails every op
 //     in the batch closed (store_unavailable), and none was half-applied;
 //   - on PostgreSQL the batch first locks all its key rows in one order
@@ -218,41 +220,58 @@ func (o *op) finish() {
 	}
 }
 
-// applyBatch is the batch's transaction. It returns an error only when the
-// whole batch failed; an op's own failure is in its err.
+// applyBatch applies the ops in one transaction. It returns an error only
+// when the whole batch failed; an op's own failure is in its err.
+//
+// An op whose SQL fails aborts the transaction it was in. Rather than pay a
+// SAVEPOINT and a RELEASE around every op (two statements, and on
+// PostgreSQL two round trips, per op, to guard against what almost never
+// happens), the batch is then rolled back and run again without that op,
+// which keeps its error. That is exactly what rolling back to the op's
+// savepoint would have left: the others applied in the same order, without
+// the failed op's writes. Each rerun drops one op, so a batch runs at most
+// once per op it carries; an error that is the store's, not the op's (a
+// lost connection, the deadline), fails the rerun as a whole.
 func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
+	ops = slices.Clone(ops)
+	for len(ops) > 0 {
+		failed, err := s.tryBatch(ctx, ops)
+		if err != nil || failed < 0 {
+			return err
+		}
+		ops = slices.Delete(ops, failed, failed+1)
+	}
+	return nil
+}
+
+// tryBatch runs one attempt at the batch's transaction: the index of the op
+// that failed (the transaction was rolled back), or -1 and the commit's
+// result.
+func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	hooks := s.hooks.Load()
 	if hooks != nil && hooks.begin != nil {
 		hooks.begin(len(ops))
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return s.wrap("batch: begin", err)
+		return -1, s.wrap("batch: begin", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	q := s.stmts.on(tx)
 	h, err := s.holdKeys(ctx, tx, ops)
 	if err != nil {
-		return s.wrap("batch: lock keys", err)
+		return -1, s.wrap("batch: lock keys", err)
 	}
 	now, err := s.dialect.Now(ctx, q)
 	if err != nil {
-		return s.wrap("batch: read clock", err)
+		return -1, s.wrap("batch: read clock", err)
 	}
 	h.day = Day(now)
 	if err := s.readDays(ctx, tx, h); err != nil {
-		return s.wrap("batch: read usage", err)
+		return -1, s.wrap("batch: read usage", err)
 	}
-	// A batch of one needs no savepoint: its error fails the transaction,
-	// which is all it holds.
-	savepoints := len(ops) > 1
 	for i, o := range ops {
-		if savepoints {
-			if _, err := q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
-				return s.wrap("batch: savepoint", err)
-			}
-		}
-		mark := h.mark()
+		o.d, o.u, o.err = keybrake.Decision{}, keybrake.Usage{}, nil
 		err := o.apply(ctx, s, q, now, h)
 		if err == nil && hooks != nil && hooks.op != nil {
 			if herr := hooks.op(i); herr != nil {
@@ -261,33 +280,22 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
 		}
 		if err != nil {
 			o.fail(s.wrap(o.name(), err))
-			if !savepoints {
-				return o.err
-			}
-			h.undo(mark)
-			if _, err := q.ExecContext(ctx, `ROLLBACK TO SAVEPOINT op`); err != nil {
-				return s.wrap("batch: rollback to savepoint", err)
-			}
-		}
-		if savepoints {
-			if _, err := q.ExecContext(ctx, `RELEASE SAVEPOINT op`); err != nil {
-				return s.wrap("batch: release savepoint", err)
-			}
+			return i, nil
 		}
 	}
 	if err := s.flush(ctx, q, h); err != nil {
-		return s.wrap("batch: write totals", err)
+		return -1, s.wrap("batch: write totals", err)
 	}
 	if hooks != nil && hooks.commit != nil {
 		if err := hooks.commit(len(ops)); err != nil {
-			return fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
+			return -1, fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return s.wrap("batch: commit", err)
+		return -1, s.wrap("batch: commit", err)
 	}
 	s.stmts.prepareMissed(ctx)
-	return nil
+	return -1, nil
 }
 
 // stmtCache keeps the ledger's statements prepared on the writer pool, for

@@ -16,12 +16,11 @@ import (
 // moves its ops made since (summed deltas). The ops read their running
 // totals from here, not from the rows, and the deltas are written once per
 // key (and per key and day) at the end of the batch (flush), instead of an
-// UPDATE per op. A journal of the moves lets a failed op's be undone with
-// its savepoint.
+// UPDATE per op. A batch that is run again (an op failed) starts from a
+// fresh read.
 type held struct {
-	day     string // the batch's calendar day (Usage's *Today fields)
-	keys    map[string]*heldKey
-	journal []move
+	day  string // the batch's calendar day (Usage's *Today fields)
+	keys map[string]*heldKey
 }
 
 // heldKey is one key row of a batch.
@@ -35,20 +34,8 @@ type heldKey struct {
 	days map[string]*[2]int64
 }
 
-type move struct {
-	hk              *heldKey
-	day             string
-	spent, reserved keybrake.Micros
-	calls, denied   int64
-}
-
-// add moves a key's counters (and, for money, its day's), journaled.
+// add moves a key's counters (and, for money, its day's).
 func (h *held) add(hk *heldKey, day string, spent, reserved keybrake.Micros, calls, denied int64) {
-	h.apply(hk, day, spent, reserved, calls, denied)
-	h.journal = append(h.journal, move{hk, day, spent, reserved, calls, denied})
-}
-
-func (h *held) apply(hk *heldKey, day string, spent, reserved keybrake.Micros, calls, denied int64) {
 	hk.d[0] += int64(spent)
 	hk.d[1] += int64(reserved)
 	hk.d[2] += calls
@@ -71,17 +58,6 @@ func (h *held) apply(hk *heldKey, day string, spent, reserved keybrake.Micros, c
 		hk.u.SpentToday += spent
 		hk.u.ReservedToday += reserved
 	}
-}
-
-// mark and undo bracket one op: undo reverts every move since mark.
-func (h *held) mark() int { return len(h.journal) }
-
-func (h *held) undo(mark int) {
-	for i := len(h.journal) - 1; i >= mark; i-- {
-		m := h.journal[i]
-		h.apply(m.hk, m.day, -m.spent, -m.reserved, -m.calls, -m.denied)
-	}
-	h.journal = h.journal[:mark]
 }
 
 // heldColumns are keyStateColumns plus what the spend events need.

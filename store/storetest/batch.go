@@ -49,7 +49,7 @@ type bres struct {
 }
 
 // batchFaults are failures injected into the steered batch: failOp fails
-// the op at that position (its SQL error, rolled back to its savepoint),
+// the op at that position (as its SQL error would: its writes undone),
 // failCommit the whole batch's commit.
 type batchFaults struct {
 	failOp     int // -1: none
@@ -299,7 +299,7 @@ func testBatchRevokeBetween(t *testing.T, s store.Store) {
 }
 
 // testBatchFailures: one op's SQL error fails that op alone (its audit row
-// and reservation are rolled back to its savepoint, the others commit); a
+// and reservation are undone, the others commit); a
 // failed commit fails every op of the batch closed, and none is half-applied.
 func testBatchFailures(t *testing.T, s store.Store) {
 	k, _ := newKey(t, s, daily(10*usd))

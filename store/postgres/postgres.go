@@ -120,6 +120,7 @@ func Dialect() sqlstore.Dialect {
 		CannotWrite: cannotWrite,
 		StrPos:      "strpos",
 		SkipLocked:  " FOR UPDATE SKIP LOCKED",
+		Arrays:      true,
 		// ClaimInstance is set by Open: its sessions are made from the URL.
 	}
 }

@@ -83,26 +83,35 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 	if len(keys) == 0 && len(calls) == 0 {
 		return h, nil
 	}
-	var b strings.Builder
-	args := make([]any, 0, len(keys)+len(calls))
-	list := func(n int, arg func(i int) any) {
-		if n == 0 {
-			b.WriteString(`NULL`)
-		}
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
+	var query string
+	var args []any
+	if s.dialect.Arrays {
+		// One statement text whatever the batch holds, so the driver's
+		// statement cache keeps it prepared.
+		query = `SELECT ` + heldColumns + ` FROM keys WHERE id = ANY($1) OR id IN (SELECT key_id FROM calls WHERE id = ANY($2)) ORDER BY id` + s.dialect.LockKey
+		args = []any{keys, calls}
+	} else {
+		var b strings.Builder
+		list := func(n int, arg func(i int) any) {
+			if n == 0 {
+				b.WriteString(`NULL`)
 			}
-			args = append(args, arg(i))
-			b.WriteString("$" + strconv.Itoa(len(args)))
+			for i := range n {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				args = append(args, arg(i))
+				b.WriteString("$" + strconv.Itoa(len(args)))
+			}
 		}
+		b.WriteString(`SELECT ` + heldColumns + ` FROM keys WHERE id IN (`)
+		list(len(keys), func(i int) any { return keys[i] })
+		b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
+		list(len(calls), func(i int) any { return calls[i] })
+		b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
+		query = b.String()
 	}
-	b.WriteString(`SELECT ` + heldColumns + ` FROM keys WHERE id IN (`)
-	list(len(keys), func(i int) any { return keys[i] })
-	b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
-	list(len(calls), func(i int) any { return calls[i] })
-	b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
-	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -123,18 +132,29 @@ func (s *Store) readDays(ctx context.Context, tx Querier, h *held) error {
 	if len(h.keys) == 0 {
 		return nil
 	}
-	var b strings.Builder
+	var query string
 	args := []any{h.day}
-	b.WriteString(`SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (`)
-	for id := range h.keys {
-		if len(args) > 1 {
-			b.WriteByte(',')
+	if s.dialect.Arrays {
+		ids := make([]string, 0, len(h.keys))
+		for id := range h.keys {
+			ids = append(ids, id)
 		}
-		args = append(args, id)
-		b.WriteString("$" + strconv.Itoa(len(args)))
+		query = `SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id = ANY($2)`
+		args = append(args, ids)
+	} else {
+		var b strings.Builder
+		b.WriteString(`SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (`)
+		for id := range h.keys {
+			if len(args) > 1 {
+				b.WriteByte(',')
+			}
+			args = append(args, id)
+			b.WriteString("$" + strconv.Itoa(len(args)))
+		}
+		b.WriteString(`)`)
+		query = b.String()
 	}
-	b.WriteString(`)`)
-	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
@@ -202,6 +222,9 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	if s.dialect.Arrays {
+		return s.flushArrays(ctx, tx, h, ids)
+	}
 	for _, id := range ids {
 		hk := h.keys[id]
 		if hk.d != [4]int64{} {
@@ -218,6 +241,68 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 			if err := s.adjustDay(ctx, tx, id, day, keybrake.Micros(dm[0]), keybrake.Micros(dm[1])); err != nil {
 				return fmt.Errorf("key %s day %s: %w", id, day, err)
 			}
+		}
+	}
+	return nil
+}
+
+// flushArrays is flush in two statements whatever the number of keys (a
+// third, rarely, for a key's first move of a day): the sums go as arrays.
+func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []string) error {
+	var kid []string
+	var ks, kr, kc, kd []int64
+	var did, dday []string
+	var ds, dr []int64
+	for _, id := range ids {
+		hk := h.keys[id]
+		if hk.d != [4]int64{} {
+			kid = append(kid, id)
+			ks, kr, kc, kd = append(ks, hk.d[0]), append(kr, hk.d[1]), append(kc, hk.d[2]), append(kd, hk.d[3])
+		}
+		for day, dm := range hk.days {
+			if *dm != [2]int64{} {
+				did, dday = append(did, id), append(dday, day)
+				ds, dr = append(ds, dm[0]), append(dr, dm[1])
+			}
+		}
+	}
+	if len(kid) > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = keys.spent + v.s, reserved = keys.reserved + v.r,
+			calls = keys.calls + v.c, denied_calls = keys.denied_calls + v.d
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, s, r, c, d)
+			WHERE keys.id = v.id`, kid, ks, kr, kc, kd); err != nil {
+			return fmt.Errorf("keys: %w", err)
+		}
+	}
+	if len(did) == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `UPDATE key_days SET spent = key_days.spent + v.s, reserved = key_days.reserved + v.r
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(key_id, day, s, r)
+		WHERE key_days.key_id = v.key_id AND key_days.day = v.day RETURNING key_days.key_id, key_days.day`, did, dday, ds, dr)
+	if err != nil {
+		return fmt.Errorf("key_days: %w", err)
+	}
+	updated := map[[2]string]bool{}
+	for rows.Next() {
+		var k [2]string
+		if err := rows.Scan(&k[0], &k[1]); err != nil {
+			rows.Close()
+			return err
+		}
+		updated[k] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range did {
+		if updated[[2]string{did[i], dday[i]}] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
+			did[i], dday[i], ds[i], dr[i]); err != nil {
+			return fmt.Errorf("key %s day %s: %w", did[i], dday[i], err)
 		}
 	}
 	return nil

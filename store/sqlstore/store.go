@@ -57,6 +57,9 @@ type Dialect struct {
 	// driver that parses every unprepared statement again (modernc SQLite;
 	// pgx already caches its prepared statements).
 	Prepare bool
+	// Arrays: the driver binds Go slices as SQL arrays (= ANY($1)), so a
+	// batch's "these keys" is one statement text, not one per batch size.
+	Arrays bool
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.

@@ -146,6 +146,14 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, h *held, 
 		}
 	}
 
+	// An Idempotency-Key's earlier attempt and an object's exposure are read
+	// from calls rows: the batch's held settlements are written first.
+	if a.IdempotencyKey != "" || (a.Exposure && a.ObjectID != "") {
+		if err := s.flushCalls(ctx, tx, h); err != nil {
+			return err
+		}
+	}
+
 	var claim bool // insert a new idempotency record after reserving
 	if a.IdempotencyKey != "" {
 		done, err := s.resolveIdempotency(ctx, tx, now, h, hk, a, k, d, deny)

@@ -21,6 +21,22 @@ import (
 type held struct {
 	day  string // the batch's calendar day (Usage's *Today fields)
 	keys map[string]*heldKey
+	// calls, with Dialect.Arrays, are the rows of the calls the batch
+	// settles, read locked with the keys; a settlement changes them here
+	// and flushCalls writes them all in one statement. nil: each
+	// settlement reads and writes its own row.
+	calls map[int64]*heldCall
+}
+
+// heldCall is a settled call's row in a batch.
+type heldCall struct {
+	keyID, day, outcome, idemKey, objectID string
+	estimated, actual                      int64
+
+	dirty                            bool // settled in this batch, not written yet
+	status                           int
+	vendorRequestID, code, reconcile string
+	latency, settledAt               int64
 }
 
 // heldKey is one key row of a batch.
@@ -123,7 +139,76 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 		}
 		h.keys[hk.k.ID] = hk
 	}
-	return h, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if s.dialect.Arrays {
+		if err := s.holdCalls(ctx, tx, h, calls); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// holdCalls reads, locked after their keys (the lock order of every
+// transaction: keys, then calls), the rows of the calls the batch settles.
+func (s *Store) holdCalls(ctx context.Context, tx Querier, h *held, ids []int64) error {
+	h.calls = map[int64]*heldCall{}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '')
+		FROM calls WHERE id = ANY($1) ORDER BY id`+s.dialect.LockKey, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		c := &heldCall{}
+		if err := rows.Scan(&id, &c.keyID, &c.day, &c.outcome, &c.estimated, &c.actual, &c.idemKey, &c.objectID); err != nil {
+			return err
+		}
+		h.calls[id] = c
+	}
+	return rows.Err()
+}
+
+// flushCalls writes the settlements the batch holds, in one statement. It
+// runs at the end of the batch, and before any op that reads calls rows a
+// settlement may have changed (an exposure's count, an Idempotency-Key's
+// earlier attempt).
+func (s *Store) flushCalls(ctx context.Context, tx Querier, h *held) error {
+	var (
+		id, status, actual, latency, at        []int64
+		outcome, object, vrid, code, reconcile []string
+	)
+	for cid, c := range h.calls {
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		id, status, actual, latency, at = append(id, cid), append(status, int64(c.status)), append(actual, c.actual),
+			append(latency, c.latency), append(at, c.settledAt)
+		outcome, object, vrid, code, reconcile = append(outcome, c.outcome), append(object, c.objectID),
+			append(vrid, c.vendorRequestID), append(code, c.code), append(reconcile, c.reconcile)
+	}
+	if len(id) == 0 {
+		return nil
+	}
+	// calls.id = ANY($1) lets the planner reach the rows by primary key
+	// whatever it guesses of the unnest's size.
+	_, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = v.outcome, status = v.status, actual = v.actual,
+		object_id = v.object_id, vendor_request_id = v.vrid, code = v.code, latency_ms = v.lat, settled_at = v.at,
+		reconcile_state = v.rs
+		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+			$8::bigint[], $9::bigint[], $10::text[]) AS v(id, outcome, status, actual, object_id, vrid, code, lat, at, rs)
+		WHERE calls.id = ANY($1) AND calls.id = v.id`, id, outcome, status, actual, object, vrid, code, latency, at, reconcile)
+	if err != nil {
+		return fmt.Errorf("settled calls: %w", err)
+	}
+	return nil
 }
 
 // readDays fills in each held key's usage on the batch's day, once the
@@ -222,6 +307,9 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	if err := s.flushCalls(ctx, tx, h); err != nil {
+		return err
+	}
 	if s.dialect.Arrays {
 		return s.flushArrays(ctx, tx, h, ids)
 	}

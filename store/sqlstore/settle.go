@@ -33,13 +33,21 @@ func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, h *held, 
 			keyID, day, outcome, idemKey string
 			estimated, actual            int64
 		)
-		err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
-			Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
-		if errors.Is(err, sql.ErrNoRows) {
+		hc := h.calls[st.CallID]
+		switch {
+		case hc != nil:
+			keyID, day, outcome, idemKey, estimated, actual = hc.keyID, hc.day, hc.outcome, hc.idemKey, hc.estimated, hc.actual
+		case h.calls != nil: // the batch read every call it settles: there is no such call
 			return fmt.Errorf("settle call %d: %w", st.CallID, keybrake.ErrNotFound)
-		}
-		if err != nil {
-			return err
+		default:
+			err := tx.QueryRowContext(ctx, `SELECT key_id, day, outcome, estimated, actual, idempotency_key FROM calls WHERE id = $1`+s.dialect.LockKey, st.CallID).
+				Scan(&keyID, &day, &outcome, &estimated, &actual, &idemKey)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("settle call %d: %w", st.CallID, keybrake.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		hk, err := s.key(ctx, tx, h, keyID)
 		if err != nil {
@@ -62,7 +70,15 @@ func (s *Store) settle(ctx context.Context, tx Querier, now time.Time, h *held, 
 		}
 		// A call on an existing object keeps the object id it was decided
 		// with: its exposure is counted against that object.
-		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3,
+		if hc != nil {
+			// Written with the batch's other settlements (flushCalls).
+			hc.outcome, hc.actual, hc.dirty = string(st.Outcome), int64(final), true
+			if hc.objectID == "" {
+				hc.objectID = st.ObjectID
+			}
+			hc.status, hc.vendorRequestID, hc.code = st.Status, st.VendorRequestID, string(st.Code)
+			hc.latency, hc.settledAt, hc.reconcile = st.Latency.Milliseconds(), micros(now), reconcile
+		} else if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3,
 			object_id = CASE WHEN object_id IS NULL OR object_id = '' THEN $4 ELSE object_id END,
 			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8, reconcile_state = $9 WHERE id = $10`,
 			string(st.Outcome), st.Status, int64(final), st.ObjectID, st.VendorRequestID, string(st.Code),

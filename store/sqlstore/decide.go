@@ -293,6 +293,11 @@ func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, h *held
 	if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, actual = 0 WHERE id = $2`, string(keybrake.OutcomeUnknownRetried), oldID); err != nil {
 		return err
 	}
+	if hc := h.calls[oldID]; hc != nil {
+		// The batch also settles the unknown attempt, after this: it must
+		// find it taken over, as its own read of the row would.
+		hc.outcome, hc.actual = string(keybrake.OutcomeUnknownRetried), 0
+	}
 	h.add(hk, day, -keybrake.Micros(amount), keybrake.Micros(amount), 1, 0)
 	if _, err := tx.ExecContext(ctx, `UPDATE idempotency SET state = $1, call_id = $2 WHERE key_id = $3 AND idem_key = $4`,
 		idemInFlight, id, k.ID, a.IdempotencyKey); err != nil {

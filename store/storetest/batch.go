@@ -369,3 +369,46 @@ func testBatchCancellation(t *testing.T, s store.Store) {
 	}
 	wantUsage(t, checkLedger(t, s, k.ID), 0, 4*usd)
 }
+
+// testBatchSettlementsAndRetries: settlements held by a batch and the
+// decisions after them in the same batch see each other in arrival order: a
+// call settled twice in one batch moves money once; a late answer for an
+// unknown call, then a retry of it, replays the answer; the retry first,
+// then the late answer, takes the reservation over and the answer is moot.
+func testBatchSettlementsAndRetries(t *testing.T, s store.Store) {
+	k, _ := newKey(t, s, daily(10*usd))
+	unknownCall := func(ik string) (keybrake.Attempt, int64) {
+		a := idem(charge(k, 2*usd), ik, "fp", true)
+		d := mustAllow(t, s, a)
+		settle(t, s, keybrake.Settlement{CallID: d.CallID, Outcome: keybrake.OutcomeUnknown, Status: 502})
+		return a, d.CallID
+	}
+	late := func(id int64) keybrake.Settlement {
+		st := ok2xx(id, 1500_000)
+		st.Response = &keybrake.StoredResponse{Status: 200, Body: []byte(`{"id":"pi_late"}`)}
+		return st
+	}
+
+	a, id := unknownCall("ik-late-1")
+	res := inOneBatch(t, s, batchFaults{failOp: -1}, nil, stl(late(id)), stl(late(id)), dec(a))
+	for i, r := range res[:2] {
+		if r.err != nil {
+			t.Fatalf("settlement %d: %v", i, r.err)
+		}
+	}
+	if r := res[2]; r.err != nil || !r.d.Allowed || r.d.Replay == nil || string(r.d.Replay.Body) != `{"id":"pi_late"}` {
+		t.Fatalf("retry after the late answer: want the replay, got err=%v %+v", r.err, r.d)
+	}
+	wantUsage(t, checkLedger(t, s, k.ID), 1500_000, 0)
+
+	a, id = unknownCall("ik-late-2")
+	res = inOneBatch(t, s, batchFaults{failOp: -1}, nil, dec(a), stl(late(id)))
+	wantAllowed(t, "retry of an unknown call", res[0])
+	if res[0].d.RetryOf != id || res[0].d.Reserved != 2*usd {
+		t.Fatalf("retry: %+v, want it to take over call %d's $2", res[0].d, id)
+	}
+	if res[1].err != nil {
+		t.Fatalf("late answer after the retry: %v", res[1].err)
+	}
+	wantUsage(t, checkLedger(t, s, k.ID), 1500_000, 2*usd)
+}

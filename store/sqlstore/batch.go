@@ -270,8 +270,22 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	if err := s.readDays(ctx, tx, h); err != nil {
 		return -1, s.wrap("batch: read usage", err)
 	}
+	if s.dialect.Arrays {
+		n := 0
+		for _, o := range ops {
+			if o.attempt != nil {
+				n++
+			}
+		}
+		if n > 0 {
+			if err := s.drawIDs(ctx, q, h, n); err != nil {
+				return -1, s.wrap("batch: draw audit row ids", err)
+			}
+		}
+	}
 	for i, o := range ops {
 		o.d, o.u, o.err = keybrake.Decision{}, keybrake.Usage{}, nil
+		h.direct = false
 		err := o.apply(ctx, s, q, now, h)
 		if err == nil && hooks != nil && hooks.op != nil {
 			if herr := hooks.op(i); herr != nil {

@@ -33,7 +33,13 @@ type callRow struct {
 	retryOf           int64
 }
 
-func insertCall(ctx context.Context, tx Querier, c callRow) (int64, error) {
+// insertCall writes an audit row, or, in a batch that hands out the rows'
+// ids itself (held.ids, PostgreSQL), queues it for the batch's one
+// multi-row insert (flushRows).
+func (s *Store) insertCall(ctx context.Context, tx Querier, h *held, c callRow) (int64, error) {
+	if h != nil && h.ids != nil {
+		return s.queueRow(ctx, tx, h, c)
+	}
 	var keyID any
 	if c.a.KeyID != "" {
 		keyID = c.a.KeyID
@@ -95,7 +101,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, h *held, 
 		if e.Code == keybrake.CodeCapExhausted {
 			asked = d.Requested
 		}
-		id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: label, outcome: keybrake.DeniedOutcome(e.Code),
+		id, err := s.insertCall(ctx, tx, h, callRow{at: now, a: a, label: label, outcome: keybrake.DeniedOutcome(e.Code),
 			code: e.Code, status: status, day: day, estimated: asked})
 		if err != nil {
 			return err
@@ -137,20 +143,25 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, h *held, 
 	if a.Denial != nil {
 		return deny(k, a.Denial, 0)
 	}
+	// The rate limit's window, an Idempotency-Key's earlier attempt and an
+	// object's exposure are read from calls rows: the batch's held audit
+	// rows and settlements are written first, and this op writes its own at
+	// once.
+	if k.MaxCallsPerMinute > 0 || a.IdempotencyKey != "" || (a.Exposure && a.ObjectID != "") {
+		if err := s.flushCalls(ctx, tx, h); err != nil {
+			return err
+		}
+		if err := s.flushRows(ctx, tx, h); err != nil {
+			return err
+		}
+		h.direct = true
+	}
 	if k.MaxCallsPerMinute > 0 {
 		if e, err := s.rateLimit(ctx, tx, now, k, d); err != nil || e != nil {
 			if err != nil {
 				return err
 			}
 			return deny(k, e, 0)
-		}
-	}
-
-	// An Idempotency-Key's earlier attempt and an object's exposure are read
-	// from calls rows: the batch's held settlements are written first.
-	if a.IdempotencyKey != "" || (a.Exposure && a.ObjectID != "") {
-		if err := s.flushCalls(ctx, tx, h); err != nil {
-			return err
 		}
 	}
 
@@ -174,7 +185,7 @@ func (s *Store) decide(ctx context.Context, tx Querier, now time.Time, h *held, 
 		return deny(k, capErr, 0)
 	}
 
-	id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
+	id, err := s.insertCall(ctx, tx, h, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
 		estimated: amount, day: day})
 	if err != nil {
 		return err
@@ -245,7 +256,7 @@ func (s *Store) resolveIdempotency(ctx context.Context, tx Querier, now time.Tim
 				return false, fmt.Errorf("stored idempotent headers: %w", err)
 			}
 		}
-		id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomeReplayed,
+		id, err := s.insertCall(ctx, tx, h, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomeReplayed,
 			status: resp.Status, day: Day(now), retryOf: callID})
 		if err != nil {
 			return false, err
@@ -285,7 +296,7 @@ func (s *Store) takeOver(ctx context.Context, tx Querier, now time.Time, h *held
 	if outcome != string(keybrake.OutcomeUnknown) {
 		return fmt.Errorf("idempotency record points at call %d in outcome %s, want unknown", oldID, outcome)
 	}
-	id, err := insertCall(ctx, tx, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
+	id, err := s.insertCall(ctx, tx, h, callRow{at: now, a: a, label: k.AgentRunLabel, outcome: keybrake.OutcomePending,
 		estimated: keybrake.Micros(amount), day: day, retryOf: oldID})
 	if err != nil {
 		return err

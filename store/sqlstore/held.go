@@ -26,6 +26,20 @@ type held struct {
 	// and flushCalls writes them all in one statement. nil: each
 	// settlement reads and writes its own row.
 	calls map[int64]*heldCall
+	// ids, with Dialect.Arrays, are audit row ids drawn for the batch's
+	// decisions (each writes exactly one row); rows are the rows queued for
+	// flushRows. direct: the op running now writes its row at once (it
+	// reads calls rows). nil ids: each row is its own INSERT.
+	ids    []int64
+	rows   []queuedRow
+	direct bool
+}
+
+// queuedRow is an audit row waiting for the batch's multi-row insert.
+type queuedRow struct {
+	id, at, status, estimated, actual, retryOf                            int64
+	keyID, label, vendor, method, path, rule, outcome, code, day, idemKey string
+	item, instance, objectID, operation                                   string
 }
 
 // heldCall is a settled call's row in a batch.
@@ -307,6 +321,9 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	if err := s.flushRows(ctx, tx, h); err != nil {
+		return err
+	}
 	if err := s.flushCalls(ctx, tx, h); err != nil {
 		return err
 	}
@@ -432,4 +449,93 @@ func (s *Store) heldSpendEvents(ctx context.Context, tx Querier, now time.Time, 
 		}
 	}
 	return s.thresholdEvents(ctx, tx, now, hk.k.ID, day, delta, hk.k.DailyCap, hk.thresholds, hk.k.AgentRunLabel, hk.agent, used)
+}
+
+// drawIDs hands out, in one statement, the audit row ids of the batch's n
+// decisions, in arrival order.
+func (s *Store) drawIDs(ctx context.Context, tx Querier, h *held, n int) error {
+	rows, err := tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('calls', 'id')) FROM generate_series(1, $1)`, n)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	h.ids = make([]int64, 0, n)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		h.ids = append(h.ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.Sort(h.ids)
+	return nil
+}
+
+func (s *Store) queueRow(ctx context.Context, tx Querier, h *held, c callRow) (int64, error) {
+	if len(h.ids) == 0 {
+		return 0, fmt.Errorf("batch: no audit row id left for a decision")
+	}
+	id := h.ids[0]
+	h.ids = h.ids[1:]
+	h.rows = append(h.rows, queuedRow{id: id, at: micros(c.at), status: int64(c.status), estimated: int64(c.estimated),
+		actual: int64(c.actual), retryOf: c.retryOf, keyID: c.a.KeyID, label: c.label, vendor: c.a.Vendor,
+		method: c.a.Method, path: c.a.Path, rule: c.a.Rule, outcome: string(c.outcome), code: string(c.code),
+		day: c.day, idemKey: c.a.IdempotencyKey, item: c.a.Item, instance: c.a.Instance, objectID: c.a.ObjectID,
+		operation: c.a.Operation})
+	if h.direct {
+		return id, s.flushRows(ctx, tx, h)
+	}
+	return id, nil
+}
+
+// flushRows writes the queued audit rows in one statement, with the ids
+// drawn for them.
+func (s *Store) flushRows(ctx context.Context, tx Querier, h *held) error {
+	if len(h.rows) == 0 {
+		return nil
+	}
+	n := len(h.rows)
+	ints := func(f func(r *queuedRow) int64) []int64 {
+		out := make([]int64, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	strs := func(f func(r *queuedRow) string) []string {
+		out := make([]string, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO calls (id, at, key_id, agent_run_label, vendor, method, path,
+		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
+		object_id, operation) OVERRIDING SYSTEM VALUE
+		SELECT v.id, v.at, NULLIF(v.key_id, ''), v.label, v.vendor, v.method, v.path, v.rule, v.outcome, v.code,
+			v.status, v.estimated, v.actual, v.day, v.idem, v.item, NULLIF(v.retry_of, 0), v.instance,
+			NULLIF(v.object_id, ''), v.operation
+		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+			$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[],
+			$15::text[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[])
+			AS v(id, at, key_id, label, vendor, method, path, rule, outcome, code, status, estimated, actual,
+				day, idem, item, retry_of, instance, object_id, operation)`,
+		ints(func(r *queuedRow) int64 { return r.id }), ints(func(r *queuedRow) int64 { return r.at }),
+		strs(func(r *queuedRow) string { return r.keyID }), strs(func(r *queuedRow) string { return r.label }),
+		strs(func(r *queuedRow) string { return r.vendor }), strs(func(r *queuedRow) string { return r.method }),
+		strs(func(r *queuedRow) string { return r.path }), strs(func(r *queuedRow) string { return r.rule }),
+		strs(func(r *queuedRow) string { return r.outcome }), strs(func(r *queuedRow) string { return r.code }),
+		ints(func(r *queuedRow) int64 { return r.status }), ints(func(r *queuedRow) int64 { return r.estimated }),
+		ints(func(r *queuedRow) int64 { return r.actual }), strs(func(r *queuedRow) string { return r.day }),
+		strs(func(r *queuedRow) string { return r.idemKey }), strs(func(r *queuedRow) string { return r.item }),
+		ints(func(r *queuedRow) int64 { return r.retryOf }), strs(func(r *queuedRow) string { return r.instance }),
+		strs(func(r *queuedRow) string { return r.objectID }), strs(func(r *queuedRow) string { return r.operation }))
+	if err != nil {
+		return fmt.Errorf("audit rows: %w", err)
+	}
+	h.rows = h.rows[:0]
+	return nil
 }

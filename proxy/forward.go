@@ -267,9 +267,7 @@ func (p *Proxy) settle(c *call, st keybrake.Settlement) {
 	defer cancel()
 	p.observeUpstream(c)
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
-	if st.Outcome == keybrake.OutcomeUnknown {
-		c.actual = c.decision.Reserved
-	}
+	c.actual = st.Charge(c.decision.Reserved) // what the ledger records, decided once
 	var u keybrake.Usage
 	var err error
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {

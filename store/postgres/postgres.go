@@ -65,6 +65,10 @@ type Options struct {
 	// Logger receives what the store does on its own: losing and taking
 	// back a replica name (ClaimInstance). Default: discarded.
 	Logger *slog.Logger
+	// BatchSize bounds the Decide and Settle calls group-committed in one
+	// transaction (default sqlstore.DefaultBatchSize); 1 turns batching off,
+	// one transaction per call (for measuring what it buys).
+	BatchSize int
 
 	timings timings // of the instance-name protocol (tests shorten them)
 }
@@ -98,7 +102,11 @@ func Open(ctx context.Context, rawURL string, opt Options) (*sqlstore.Store, err
 	}
 	d := Dialect()
 	d.ClaimInstance = claimer(cfg, opt.Logger, opt.timings)
-	return sqlstore.New(db, db, d), nil
+	s := sqlstore.New(db, db, d)
+	if opt.BatchSize != 0 {
+		s.SetBatchSize(opt.BatchSize)
+	}
+	return s, nil
 }
 
 // Dialect is the PostgreSQL flavour of the shared ledger.
@@ -112,6 +120,7 @@ func Dialect() sqlstore.Dialect {
 		CannotWrite: cannotWrite,
 		StrPos:      "strpos",
 		SkipLocked:  " FOR UPDATE SKIP LOCKED",
+		Arrays:      true,
 		// ClaimInstance is set by Open: its sessions are made from the URL.
 	}
 }

@@ -33,6 +33,11 @@ type Options struct {
 	Clock func() time.Time
 	// ReadOnly opens the file without the write lock, for inspection.
 	ReadOnly bool
+	// BatchSize bounds the Decide and Settle calls group-committed in one
+	// transaction on the one writer connection (default
+	// sqlstore.DefaultBatchSize); 1 turns batching off, one transaction per
+	// call (for measuring what it buys).
+	BatchSize int
 }
 
 // Open creates (if needed), migrates and opens the SQLite store at path. One
@@ -70,6 +75,10 @@ func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err
 		"journal_mode(WAL)",
 		"synchronous(FULL)",
 		"foreign_keys(ON)",
+		// Savepoint sub-journals (one per op of a batch) and temporary
+		// b-trees live in memory: they never need to survive a crash (the
+		// WAL does), and on disk each cost a write() per page touched.
+		"temp_store(MEMORY)",
 		fmt.Sprintf("busy_timeout(%d)", opt.BusyTimeout.Milliseconds()),
 	} {
 		q.Add("_pragma", p)
@@ -110,7 +119,11 @@ func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err
 		Unavailable: unavailable,
 		StrPos:      "instr",
 		CannotWrite: cannotWrite,
+		Prepare:     true,
 	})
+	if opt.BatchSize != 0 {
+		s.SetBatchSize(opt.BatchSize)
+	}
 	if unlock != nil {
 		s.OnClose(unlock)
 	}

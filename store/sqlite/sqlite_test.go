@@ -35,3 +35,17 @@ func TestOneProcessPerFile(t *testing.T) {
 		t.Fatal("a second Open of the same SQLite file succeeded")
 	}
 }
+
+// TestConformanceUnbatched runs the suite with group commit off (one
+// transaction per Decide and Settle): the baseline the benchmarks compare
+// against must be just as correct.
+func TestConformanceUnbatched(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "keybrake.db"), sqlite.Options{BatchSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}

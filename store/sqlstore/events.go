@@ -45,7 +45,7 @@ func formatThresholds(list []int) (string, error) {
 // settled plus reserved spend of a key reached with a move of delta (a new
 // reservation, or a settlement above its estimate). The key's row is
 // already locked by the caller.
-func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyID, day string, delta keybrake.Micros) error {
+func (s *Store) spendEvents(ctx context.Context, tx Querier, now time.Time, keyID, day string, delta keybrake.Micros) error {
 	if delta <= 0 {
 		return nil
 	}
@@ -59,11 +59,18 @@ func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyI
 	if err != nil || thresholds == "[]" {
 		return err
 	}
+	return s.thresholdEvents(ctx, tx, now, keyID, day, delta, keybrake.Micros(capacity), thresholds, label, agent, keybrake.Micros(used))
+}
+
+// thresholdEvents fires the thresholds a move of delta crossed, the day's
+// use being used after it.
+func (s *Store) thresholdEvents(ctx context.Context, tx Querier, now time.Time, keyID, day string, delta, capacity keybrake.Micros,
+	thresholds, label, agent string, used keybrake.Micros) error {
 	list, err := parseThresholds(thresholds)
 	if err != nil {
 		return fmt.Errorf("key %s: stored alert thresholds: %w", keyID, err)
 	}
-	for _, p := range keybrake.ThresholdsCrossed(keybrake.Micros(capacity), keybrake.Micros(used)-delta, keybrake.Micros(used), list) {
+	for _, p := range keybrake.ThresholdsCrossed(capacity, used-delta, used, list) {
 		first, err := alertOnce(ctx, tx, keyID, day, "threshold:"+strconv.Itoa(p))
 		if err != nil {
 			return err
@@ -73,7 +80,7 @@ func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyI
 		}
 		if err := emit(ctx, tx, now, keybrake.EventSpendThreshold, keybrake.SpendThresholdData{
 			KeyID: keyID, AgentRunLabel: label, AgentName: agent, ThresholdPercent: p,
-			CapUSD: keybrake.Micros(capacity), SpentUSD: keybrake.Micros(used), Day: day,
+			CapUSD: capacity, SpentUSD: used, Day: day,
 		}); err != nil {
 			return err
 		}
@@ -84,13 +91,9 @@ func (s *Store) spendEvents(ctx context.Context, tx *sql.Tx, now time.Time, keyI
 // capExhaustedEvent fires key.cap_exhausted on a key's first cap_exhausted
 // denial of the day. d carries the cap details and the usage before the
 // refused call.
-func (s *Store) capExhaustedEvent(ctx context.Context, tx *sql.Tx, now time.Time, day string, d *keybrake.Decision) error {
+func (s *Store) capExhaustedEvent(ctx context.Context, tx Querier, now time.Time, day, agent string, d *keybrake.Decision) error {
 	first, err := alertOnce(ctx, tx, d.Key.ID, day, "cap_exhausted")
 	if err != nil || !first {
-		return err
-	}
-	var agent string
-	if err := tx.QueryRowContext(ctx, `SELECT agent_name FROM keys WHERE id = $1`, d.Key.ID).Scan(&agent); err != nil {
 		return err
 	}
 	spent := d.Usage.SpentToday + d.Usage.ReservedToday
@@ -105,7 +108,7 @@ func (s *Store) capExhaustedEvent(ctx context.Context, tx *sql.Tx, now time.Time
 
 // revokedEvent fires key.revoked when res, the revoking UPDATE, changed the
 // row: the first revocation, not a repeated one.
-func (s *Store) revokedEvent(ctx context.Context, tx *sql.Tx, now time.Time, res sql.Result, k *keybrake.Key) error {
+func (s *Store) revokedEvent(ctx context.Context, tx Querier, now time.Time, res sql.Result, k *keybrake.Key) error {
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return err
 	}
@@ -116,7 +119,7 @@ func (s *Store) revokedEvent(ctx context.Context, tx *sql.Tx, now time.Time, res
 
 // alertOnce records that a key raised alert on day and reports whether this
 // was the first time. The primary key holds across replicas.
-func alertOnce(ctx context.Context, tx *sql.Tx, keyID, day, alert string) (bool, error) {
+func alertOnce(ctx context.Context, tx Querier, keyID, day, alert string) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO key_alerts (key_id, day, alert) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, keyID, day, alert)
 	if err != nil {
 		return false, err
@@ -127,7 +130,7 @@ func alertOnce(ctx context.Context, tx *sql.Tx, keyID, day, alert string) (bool,
 
 // emit writes an event and one pending delivery per live webhook that
 // subscribes to its type; with no subscriber it writes nothing.
-func emit(ctx context.Context, tx *sql.Tx, now time.Time, typ keybrake.EventType, data any) error {
+func emit(ctx context.Context, tx Querier, now time.Time, typ keybrake.EventType, data any) error {
 	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT s.webhook_id FROM webhook_subscriptions s JOIN webhooks w ON w.id = s.webhook_id
 		WHERE w.deleted_at IS NULL AND s.event_type IN ($1, '*') ORDER BY s.webhook_id`, string(typ))
 	if err != nil {

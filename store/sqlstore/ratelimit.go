@@ -17,7 +17,7 @@ import (
 // (the call may go) or says when it will be (Retry-After). It is checked
 // before the Idempotency-Key is resolved, so a key at its limit waits for a
 // replay too: strict, and never more calls than the limit.
-func (s *Store) rateLimit(ctx context.Context, tx *sql.Tx, now time.Time, k *keybrake.Key, d *keybrake.Decision) (*keybrake.Error, error) {
+func (s *Store) rateLimit(ctx context.Context, tx Querier, now time.Time, k *keybrake.Key, d *keybrake.Decision) (*keybrake.Error, error) {
 	var at int64
 	err := tx.QueryRowContext(ctx, `SELECT at FROM calls WHERE key_id = $1 AND at > $2 AND outcome IN ($3, $4, $5, $6)
 		ORDER BY at DESC LIMIT 1 OFFSET $7`, k.ID, micros(now.Add(-time.Minute)),

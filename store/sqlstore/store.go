@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/keybrake/keybrake"
@@ -52,6 +53,13 @@ type Dialect struct {
 	// (" FOR UPDATE SKIP LOCKED" on PostgreSQL, so replicas claim different
 	// rows without waiting on each other; SQLite serialises writers).
 	SkipLocked string
+	// Prepare keeps the ledger's statements prepared (see stmtCache), for a
+	// driver that parses every unprepared statement again (modernc SQLite;
+	// pgx already caches its prepared statements).
+	Prepare bool
+	// Arrays: the driver binds Go slices as SQL arrays (= ANY($1)), so a
+	// batch's "these keys" is one statement text, not one per batch size.
+	Arrays bool
 }
 
 // Querier is what both *sql.DB and *sql.Tx provide.
@@ -68,11 +76,19 @@ type Store struct {
 	closers []func() error
 	health  health
 	claim   claimSlot // the replica name this store holds, if any
+	batch   *batcher  // group commit of Decide and Settle; nil: one transaction each
+	stmts   stmtCache
+	hooks   atomic.Pointer[batchHooks] // tests only
 }
 
-// New wraps open pools. writer may be the same *sql.DB as reader.
+// New wraps open pools. writer may be the same *sql.DB as reader. Decide
+// and Settle are group-committed in batches of up to DefaultBatchSize (see
+// batch.go; SetBatchSize changes it).
 func New(writer, reader *sql.DB, d Dialect) *Store {
-	return &Store{w: writer, r: reader, dialect: d, health: health{name: keybrake.NewID("hb_")}}
+	s := &Store{w: writer, r: reader, dialect: d, health: health{name: keybrake.NewID("hb_")}}
+	s.stmts.db, s.stmts.enabled = writer, d.Prepare
+	s.SetBatchSize(DefaultBatchSize)
+	return s
 }
 
 // OnClose registers cleanup run by Close after the pools are closed.
@@ -80,6 +96,10 @@ func (s *Store) OnClose(f func() error) { s.closers = append(s.closers, f) }
 
 // Close closes the pools.
 func (s *Store) Close() error {
+	if s.batch != nil {
+		s.batch.stop()
+	}
+	s.stmts.close()
 	s.dropHeartbeat()
 	errs := []error{s.w.Close()}
 	if s.r != s.w {

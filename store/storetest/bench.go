@@ -3,7 +3,11 @@ package storetest
 import (
 	"errors"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,4 +97,62 @@ func BenchReports(b *testing.B, s store.Store, now time.Time) {
 		rows, _, err := s.ListCalls(b.Context(), keybrake.CallFilter{Limit: keybrake.MaxPageSize})
 		return nonEmpty(len(rows), err)
 	})
+}
+
+// BenchCalls measures the ledger's share of proxied calls: each op is one
+// Decide and one Settle (a 2xx at the estimate), from 64 concurrent callers
+// (as wrk -c64), spread over keys keys and over the given stores (one per
+// replica, sharing a database). It reports calls/s and the p50 and p99 of
+// one call's two store round trips. The caps are never reached.
+func BenchCalls(b *testing.B, stores []store.Store, keys int) {
+	rules, err := keybrake.ParseRules([]string{rulePI})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ks := make([]*keybrake.Key, keys)
+	for i := range ks {
+		k, err := stores[0].CreateKey(b.Context(), &keybrake.Key{ID: keybrake.NewID("key_"), Vendor: "stripe",
+			DailyCap: 1 << 50, Rules: rules}, keybrake.HashSecret(keybrake.NewVaultKey()), time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ks[i] = k
+	}
+	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		n := int(next.Add(1))
+		s, k := stores[n%len(stores)], ks[n%len(ks)]
+		a := keybrake.Attempt{KeyID: k.ID, Vendor: "stripe", Method: "POST", Path: pathPI, Rule: rulePI,
+			Estimate: 10_000, Instance: instance}
+		var mine []time.Duration
+		for pb.Next() {
+			start := time.Now()
+			d, err := s.Decide(b.Context(), a)
+			if err != nil || !d.Allowed {
+				b.Errorf("Decide: %v %v", err, d.Err)
+				return
+			}
+			if _, err := s.Settle(b.Context(), keybrake.Settlement{CallID: d.CallID,
+				Outcome: keybrake.OutcomeForwarded, Status: 200, Actual: 10_000}); err != nil {
+				b.Errorf("Settle: %v", err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+	}
+	b.ReportMetric(0, "ns/op")
 }

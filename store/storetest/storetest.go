@@ -87,6 +87,13 @@ func Run(t *testing.T, open Opener) {
 		{"DenialRowsCarryThePrice", testDenialRowsCarryThePrice},
 		{"PruneCalls", testPruneCalls},
 		{"IdempotencyVendorKey", testIdempotencyVendorKey},
+		{"BatchMixesKeys", testBatchMixesKeys},
+		{"BatchCapRunsOut", testBatchCapRunsOut},
+		{"BatchIdempotencyDuplicates", testBatchIdempotencyDuplicates},
+		{"BatchRevokeBetween", testBatchRevokeBetween},
+		{"BatchFailures", testBatchFailures},
+		{"BatchCancellation", testBatchCancellation},
+		{"BatchSettlementsAndRetries", testBatchSettlementsAndRetries},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -1,0 +1,541 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keybrake/keybrake"
+)
+
+// held is what a batch knows about the key rows it holds locked: each
+// key's state and usage as read once at the start of the batch, plus the
+// moves its ops made since (summed deltas). The ops read their running
+// totals from here, not from the rows, and the deltas are written once per
+// key (and per key and day) at the end of the batch (flush), instead of an
+// UPDATE per op. A batch that is run again (an op failed) starts from a
+// fresh read.
+type held struct {
+	day  string // the batch's calendar day (Usage's *Today fields)
+	keys map[string]*heldKey
+	// calls, with Dialect.Arrays, are the rows of the calls the batch
+	// settles, read locked with the keys; a settlement changes them here
+	// and flushCalls writes them all in one statement. nil: each
+	// settlement reads and writes its own row.
+	calls map[int64]*heldCall
+	// ids, with Dialect.Arrays, are audit row ids drawn for the batch's
+	// decisions (each writes exactly one row); rows are the rows queued for
+	// flushRows. direct: the op running now writes its row at once (it
+	// reads calls rows). nil ids: each row is its own INSERT.
+	ids    []int64
+	rows   []queuedRow
+	direct bool
+}
+
+// queuedRow is an audit row waiting for the batch's multi-row insert.
+type queuedRow struct {
+	id, at, status, estimated, actual, retryOf                            int64
+	keyID, label, vendor, method, path, rule, outcome, code, day, idemKey string
+	item, instance, objectID, operation                                   string
+}
+
+// heldCall is a settled call's row in a batch.
+type heldCall struct {
+	keyID, day, outcome, idemKey, objectID string
+	estimated, actual                      int64
+
+	dirty                            bool // settled in this batch, not written yet
+	status                           int
+	vendorRequestID, code, reconcile string
+	latency, settledAt               int64
+}
+
+// heldKey is one key row of a batch.
+type heldKey struct {
+	k          keybrake.Key
+	thresholds string // alert_thresholds, as stored
+	agent      string
+	u          keybrake.Usage // as read plus this batch's moves
+
+	d    [4]int64 // pending deltas: spent, reserved, calls, denied_calls
+	days map[string]*[2]int64
+}
+
+// add moves a key's counters (and, for money, its day's).
+func (h *held) add(hk *heldKey, day string, spent, reserved keybrake.Micros, calls, denied int64) {
+	hk.d[0] += int64(spent)
+	hk.d[1] += int64(reserved)
+	hk.d[2] += calls
+	hk.d[3] += denied
+	hk.u.Spent += spent
+	hk.u.Reserved += reserved
+	hk.u.Calls += calls
+	hk.u.DeniedCalls += denied
+	if spent == 0 && reserved == 0 {
+		return
+	}
+	dm := hk.days[day]
+	if dm == nil {
+		dm = new([2]int64)
+		hk.days[day] = dm
+	}
+	dm[0] += int64(spent)
+	dm[1] += int64(reserved)
+	if day == h.day {
+		hk.u.SpentToday += spent
+		hk.u.ReservedToday += reserved
+	}
+}
+
+// heldColumns are keyStateColumns plus what the spend events need.
+const heldColumns = keyStateColumns + `, alert_thresholds, agent_name`
+
+// holdKeys reads (and on PostgreSQL locks, in id order) the key rows of
+// every op in the batch, and the day's usage of each, in two statements.
+// Two replicas' batches touching the same keys take them in the same
+// order, so they wait for each other but never deadlock; the clock is read
+// after, so a revoke that held a key first is seen.
+func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, error) {
+	h := &held{keys: map[string]*heldKey{}}
+	var keys []string
+	var calls []int64
+	for _, o := range ops {
+		switch {
+		case o.attempt != nil && o.attempt.KeyID != "":
+			keys = append(keys, o.attempt.KeyID)
+		case o.settlement != nil:
+			calls = append(calls, o.settlement.CallID)
+		}
+	}
+	if len(keys) == 0 && len(calls) == 0 {
+		return h, nil
+	}
+	var query string
+	var args []any
+	if s.dialect.Arrays {
+		// One statement text whatever the batch holds, so the driver's
+		// statement cache keeps it prepared.
+		query = `SELECT ` + heldColumns + ` FROM keys WHERE id = ANY($1) OR id IN (SELECT key_id FROM calls WHERE id = ANY($2)) ORDER BY id` + s.dialect.LockKey
+		args = []any{keys, calls}
+	} else {
+		var b strings.Builder
+		list := func(n int, arg func(i int) any) {
+			if n == 0 {
+				b.WriteString(`NULL`)
+			}
+			for i := range n {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				args = append(args, arg(i))
+				b.WriteString("$" + strconv.Itoa(len(args)))
+			}
+		}
+		b.WriteString(`SELECT ` + heldColumns + ` FROM keys WHERE id IN (`)
+		list(len(keys), func(i int) any { return keys[i] })
+		b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
+		list(len(calls), func(i int) any { return calls[i] })
+		b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
+		query = b.String()
+	}
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		hk, err := scanHeld(rows)
+		if err != nil {
+			return nil, err
+		}
+		h.keys[hk.k.ID] = hk
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if s.dialect.Arrays {
+		if err := s.holdCalls(ctx, tx, h, calls); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// holdCalls reads, locked after their keys (the lock order of every
+// transaction: keys, then calls), the rows of the calls the batch settles.
+func (s *Store) holdCalls(ctx context.Context, tx Querier, h *held, ids []int64) error {
+	h.calls = map[int64]*heldCall{}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '')
+		FROM calls WHERE id = ANY($1) ORDER BY id`+s.dialect.LockKey, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		c := &heldCall{}
+		if err := rows.Scan(&id, &c.keyID, &c.day, &c.outcome, &c.estimated, &c.actual, &c.idemKey, &c.objectID); err != nil {
+			return err
+		}
+		h.calls[id] = c
+	}
+	return rows.Err()
+}
+
+// flushCalls writes the settlements the batch holds, in one statement. It
+// runs at the end of the batch, and before any op that reads calls rows a
+// settlement may have changed (an exposure's count, an Idempotency-Key's
+// earlier attempt).
+func (s *Store) flushCalls(ctx context.Context, tx Querier, h *held) error {
+	var (
+		id, status, actual, latency, at        []int64
+		outcome, object, vrid, code, reconcile []string
+	)
+	for cid, c := range h.calls {
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		id, status, actual, latency, at = append(id, cid), append(status, int64(c.status)), append(actual, c.actual),
+			append(latency, c.latency), append(at, c.settledAt)
+		outcome, object, vrid, code, reconcile = append(outcome, c.outcome), append(object, c.objectID),
+			append(vrid, c.vendorRequestID), append(code, c.code), append(reconcile, c.reconcile)
+	}
+	if len(id) == 0 {
+		return nil
+	}
+	// calls.id = ANY($1) lets the planner reach the rows by primary key
+	// whatever it guesses of the unnest's size.
+	_, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = v.outcome, status = v.status, actual = v.actual,
+		object_id = v.object_id, vendor_request_id = v.vrid, code = v.code, latency_ms = v.lat, settled_at = v.at,
+		reconcile_state = v.rs
+		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+			$8::bigint[], $9::bigint[], $10::text[]) AS v(id, outcome, status, actual, object_id, vrid, code, lat, at, rs)
+		WHERE calls.id = ANY($1) AND calls.id = v.id`, id, outcome, status, actual, object, vrid, code, latency, at, reconcile)
+	if err != nil {
+		return fmt.Errorf("settled calls: %w", err)
+	}
+	return nil
+}
+
+// readDays fills in each held key's usage on the batch's day, once the
+// clock is read.
+func (s *Store) readDays(ctx context.Context, tx Querier, h *held) error {
+	if len(h.keys) == 0 {
+		return nil
+	}
+	var query string
+	args := []any{h.day}
+	if s.dialect.Arrays {
+		ids := make([]string, 0, len(h.keys))
+		for id := range h.keys {
+			ids = append(ids, id)
+		}
+		query = `SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id = ANY($2)`
+		args = append(args, ids)
+	} else {
+		var b strings.Builder
+		b.WriteString(`SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (`)
+		for id := range h.keys {
+			if len(args) > 1 {
+				b.WriteByte(',')
+			}
+			args = append(args, id)
+			b.WriteString("$" + strconv.Itoa(len(args)))
+		}
+		b.WriteString(`)`)
+		query = b.String()
+	}
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var spent, reserved int64
+		if err := rows.Scan(&id, &spent, &reserved); err != nil {
+			return err
+		}
+		if hk := h.keys[id]; hk != nil {
+			hk.u.SpentToday, hk.u.ReservedToday = keybrake.Micros(spent), keybrake.Micros(reserved)
+		}
+	}
+	return rows.Err()
+}
+
+func scanHeld(row rowScanner) (*heldKey, error) {
+	var extra [2]string
+	k, u, err := scanKeyState(extraScanner{row, extra[:]})
+	if err != nil {
+		return nil, err
+	}
+	return &heldKey{k: *k, u: u, thresholds: extra[0], agent: extra[1], days: map[string]*[2]int64{}}, nil
+}
+
+// extraScanner scans keyStateColumns and then the strings in extra.
+type extraScanner struct {
+	row   rowScanner
+	extra []string
+}
+
+func (e extraScanner) Scan(dest ...any) error {
+	for i := range e.extra {
+		dest = append(dest, &e.extra[i])
+	}
+	return e.row.Scan(dest...)
+}
+
+// key is a held key, read (and locked) now if the batch did not know it: a
+// call whose key id was not among the ops' (it cannot happen for a decision,
+// whose key is always collected; it keeps a settlement correct regardless).
+func (s *Store) key(ctx context.Context, tx Querier, h *held, id string) (*heldKey, error) {
+	if hk := h.keys[id]; hk != nil {
+		return hk, nil
+	}
+	hk, err := scanHeld(tx.QueryRowContext(ctx, `SELECT `+heldColumns+` FROM keys WHERE id = $1`+s.dialect.LockKey, id))
+	if err != nil {
+		return nil, err
+	}
+	if err := dayUsage(ctx, tx, id, h.day, &hk.u); err != nil {
+		return nil, err
+	}
+	h.keys[id] = hk
+	return hk, nil
+}
+
+// flush writes the batch's summed moves: one UPDATE per key that moved,
+// and one per key and day whose money moved (an INSERT when the day has no
+// row yet). The sums keep every CHECK: each is the net of moves that were
+// valid one after another.
+func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
+	ids := make([]string, 0, len(h.keys))
+	for id := range h.keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if err := s.flushRows(ctx, tx, h); err != nil {
+		return err
+	}
+	if err := s.flushCalls(ctx, tx, h); err != nil {
+		return err
+	}
+	if s.dialect.Arrays {
+		return s.flushArrays(ctx, tx, h, ids)
+	}
+	for _, id := range ids {
+		hk := h.keys[id]
+		if hk.d != [4]int64{} {
+			if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = spent + $1, reserved = reserved + $2,
+				calls = calls + $3, denied_calls = denied_calls + $4 WHERE id = $5`,
+				hk.d[0], hk.d[1], hk.d[2], hk.d[3], id); err != nil {
+				return fmt.Errorf("key %s: %w", id, err)
+			}
+		}
+		for day, dm := range hk.days {
+			if *dm == [2]int64{} {
+				continue
+			}
+			if err := s.adjustDay(ctx, tx, id, day, keybrake.Micros(dm[0]), keybrake.Micros(dm[1])); err != nil {
+				return fmt.Errorf("key %s day %s: %w", id, day, err)
+			}
+		}
+	}
+	return nil
+}
+
+// flushArrays is flush in two statements whatever the number of keys (a
+// third, rarely, for a key's first move of a day): the sums go as arrays.
+func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []string) error {
+	var kid []string
+	var ks, kr, kc, kd []int64
+	var did, dday []string
+	var ds, dr []int64
+	for _, id := range ids {
+		hk := h.keys[id]
+		if hk.d != [4]int64{} {
+			kid = append(kid, id)
+			ks, kr, kc, kd = append(ks, hk.d[0]), append(kr, hk.d[1]), append(kc, hk.d[2]), append(kd, hk.d[3])
+		}
+		for day, dm := range hk.days {
+			if *dm != [2]int64{} {
+				did, dday = append(did, id), append(dday, day)
+				ds, dr = append(ds, dm[0]), append(dr, dm[1])
+			}
+		}
+	}
+	if len(kid) > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = keys.spent + v.s, reserved = keys.reserved + v.r,
+			calls = keys.calls + v.c, denied_calls = keys.denied_calls + v.d
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, s, r, c, d)
+			WHERE keys.id = v.id`, kid, ks, kr, kc, kd); err != nil {
+			return fmt.Errorf("keys: %w", err)
+		}
+	}
+	if len(did) == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `UPDATE key_days SET spent = key_days.spent + v.s, reserved = key_days.reserved + v.r
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(key_id, day, s, r)
+		WHERE key_days.key_id = v.key_id AND key_days.day = v.day RETURNING key_days.key_id, key_days.day`, did, dday, ds, dr)
+	if err != nil {
+		return fmt.Errorf("key_days: %w", err)
+	}
+	updated := map[[2]string]bool{}
+	for rows.Next() {
+		var k [2]string
+		if err := rows.Scan(&k[0], &k[1]); err != nil {
+			rows.Close()
+			return err
+		}
+		updated[k] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range did {
+		if updated[[2]string{did[i], dday[i]}] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
+			did[i], dday[i], ds[i], dr[i]); err != nil {
+			return fmt.Errorf("key %s day %s: %w", did[i], dday[i], err)
+		}
+	}
+	return nil
+}
+
+// adjustDay moves a key's per-day counters. Update first, insert when the
+// day has no row yet: an upsert would check the CHECK constraints against
+// the insert candidate, which for a settlement (negative reserved delta)
+// is not a row that will exist.
+func (s *Store) adjustDay(ctx context.Context, tx Querier, keyID, day string, spent, reserved keybrake.Micros) error {
+	res, err := tx.ExecContext(ctx, `UPDATE key_days SET spent = spent + $1, reserved = reserved + $2 WHERE key_id = $3 AND day = $4`,
+		int64(spent), int64(reserved), keyID, day)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
+		keyID, day, int64(spent), int64(reserved))
+	return err
+}
+
+// heldSpendEvents is spendEvents for a held key: the day's use comes from
+// the batch's running totals, and a key with no thresholds costs nothing.
+func (s *Store) heldSpendEvents(ctx context.Context, tx Querier, now time.Time, h *held, hk *heldKey, day string, delta keybrake.Micros) error {
+	if delta <= 0 || hk.thresholds == "[]" {
+		return nil
+	}
+	used := hk.u.SpentToday + hk.u.ReservedToday
+	if day != h.day {
+		var u keybrake.Usage
+		if err := dayUsage(ctx, tx, hk.k.ID, day, &u); err != nil {
+			return err
+		}
+		used = u.SpentToday + u.ReservedToday
+		if dm := hk.days[day]; dm != nil {
+			used += keybrake.Micros(dm[0] + dm[1])
+		}
+	}
+	return s.thresholdEvents(ctx, tx, now, hk.k.ID, day, delta, hk.k.DailyCap, hk.thresholds, hk.k.AgentRunLabel, hk.agent, used)
+}
+
+// drawIDs hands out, in one statement, the audit row ids of the batch's n
+// decisions, in arrival order.
+func (s *Store) drawIDs(ctx context.Context, tx Querier, h *held, n int) error {
+	rows, err := tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('calls', 'id')) FROM generate_series(1, $1)`, n)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	h.ids = make([]int64, 0, n)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		h.ids = append(h.ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.Sort(h.ids)
+	return nil
+}
+
+func (s *Store) queueRow(ctx context.Context, tx Querier, h *held, c callRow) (int64, error) {
+	if len(h.ids) == 0 {
+		return 0, fmt.Errorf("batch: no audit row id left for a decision")
+	}
+	id := h.ids[0]
+	h.ids = h.ids[1:]
+	h.rows = append(h.rows, queuedRow{id: id, at: micros(c.at), status: int64(c.status), estimated: int64(c.estimated),
+		actual: int64(c.actual), retryOf: c.retryOf, keyID: c.a.KeyID, label: c.label, vendor: c.a.Vendor,
+		method: c.a.Method, path: c.a.Path, rule: c.a.Rule, outcome: string(c.outcome), code: string(c.code),
+		day: c.day, idemKey: c.a.IdempotencyKey, item: c.a.Item, instance: c.a.Instance, objectID: c.a.ObjectID,
+		operation: c.a.Operation})
+	if h.direct {
+		return id, s.flushRows(ctx, tx, h)
+	}
+	return id, nil
+}
+
+// flushRows writes the queued audit rows in one statement, with the ids
+// drawn for them.
+func (s *Store) flushRows(ctx context.Context, tx Querier, h *held) error {
+	if len(h.rows) == 0 {
+		return nil
+	}
+	n := len(h.rows)
+	ints := func(f func(r *queuedRow) int64) []int64 {
+		out := make([]int64, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	strs := func(f func(r *queuedRow) string) []string {
+		out := make([]string, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO calls (id, at, key_id, agent_run_label, vendor, method, path,
+		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
+		object_id, operation) OVERRIDING SYSTEM VALUE
+		SELECT v.id, v.at, NULLIF(v.key_id, ''), v.label, v.vendor, v.method, v.path, v.rule, v.outcome, v.code,
+			v.status, v.estimated, v.actual, v.day, v.idem, v.item, NULLIF(v.retry_of, 0), v.instance,
+			NULLIF(v.object_id, ''), v.operation
+		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+			$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[],
+			$15::text[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[])
+			AS v(id, at, key_id, label, vendor, method, path, rule, outcome, code, status, estimated, actual,
+				day, idem, item, retry_of, instance, object_id, operation)`,
+		ints(func(r *queuedRow) int64 { return r.id }), ints(func(r *queuedRow) int64 { return r.at }),
+		strs(func(r *queuedRow) string { return r.keyID }), strs(func(r *queuedRow) string { return r.label }),
+		strs(func(r *queuedRow) string { return r.vendor }), strs(func(r *queuedRow) string { return r.method }),
+		strs(func(r *queuedRow) string { return r.path }), strs(func(r *queuedRow) string { return r.rule }),
+		strs(func(r *queuedRow) string { return r.outcome }), strs(func(r *queuedRow) string { return r.code }),
+		ints(func(r *queuedRow) int64 { return r.status }), ints(func(r *queuedRow) int64 { return r.estimated }),
+		ints(func(r *queuedRow) int64 { return r.actual }), strs(func(r *queuedRow) string { return r.day }),
+		strs(func(r *queuedRow) string { return r.idemKey }), strs(func(r *queuedRow) string { return r.item }),
+		ints(func(r *queuedRow) int64 { return r.retryOf }), strs(func(r *queuedRow) string { return r.instance }),
+		strs(func(r *queuedRow) string { return r.objectID }), strs(func(r *queuedRow) string { return r.operation }))
+	if err != nil {
+		return fmt.Errorf("audit rows: %w", err)
+	}
+	h.rows = h.rows[:0]
+	return nil
+}

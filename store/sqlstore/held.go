@@ -2,10 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keybrake/keybrake"
@@ -105,7 +104,9 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 	for _, o := range ops {
 		switch {
 		case o.attempt != nil && o.attempt.KeyID != "":
-			keys = append(keys, o.attempt.KeyID)
+			if !slices.Contains(keys, o.attempt.KeyID) { // a hot key: one entry, not 64
+				keys = append(keys, o.attempt.KeyID)
+			}
 		case o.settlement != nil:
 			calls = append(calls, o.settlement.CallID)
 		}
@@ -121,25 +122,11 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 		query = `SELECT ` + heldColumns + ` FROM keys WHERE id = ANY($1) OR id IN (SELECT key_id FROM calls WHERE id = ANY($2)) ORDER BY id` + s.dialect.LockKey
 		args = []any{keys, calls}
 	} else {
-		var b strings.Builder
-		list := func(n int, arg func(i int) any) {
-			if n == 0 {
-				b.WriteString(`NULL`)
-			}
-			for i := range n {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				args = append(args, arg(i))
-				b.WriteString("$" + strconv.Itoa(len(args)))
-			}
-		}
-		b.WriteString(`SELECT ` + heldColumns + ` FROM keys WHERE id IN (`)
-		list(len(keys), func(i int) any { return keys[i] })
-		b.WriteString(`) OR id IN (SELECT key_id FROM calls WHERE id IN (`)
-		list(len(calls), func(i int) any { return calls[i] })
-		b.WriteString(`)) ORDER BY id` + s.dialect.LockKey)
-		query = b.String()
+		// One statement text whatever the batch holds, so the statement
+		// cache keeps it prepared: the lists go as JSON arrays.
+		query = `SELECT ` + heldColumns + ` FROM keys WHERE id IN (SELECT value FROM json_each($1))
+			OR id IN (SELECT key_id FROM calls WHERE id IN (SELECT value FROM json_each($2))) ORDER BY id`
+		args = []any{jsonList(keys), jsonList(calls)}
 	}
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -241,17 +228,12 @@ func (s *Store) readDays(ctx context.Context, tx Querier, h *held) error {
 		query = `SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id = ANY($2)`
 		args = append(args, ids)
 	} else {
-		var b strings.Builder
-		b.WriteString(`SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (`)
+		ids := make([]string, 0, len(h.keys))
 		for id := range h.keys {
-			if len(args) > 1 {
-				b.WriteByte(',')
-			}
-			args = append(args, id)
-			b.WriteString("$" + strconv.Itoa(len(args)))
+			ids = append(ids, id)
 		}
-		b.WriteString(`)`)
-		query = b.String()
+		query = `SELECT key_id, spent, reserved FROM key_days WHERE day = $1 AND key_id IN (SELECT value FROM json_each($2))`
+		args = append(args, jsonList(ids))
 	}
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -538,4 +520,14 @@ func (s *Store) flushRows(ctx context.Context, tx Querier, h *held) error {
 	}
 	h.rows = h.rows[:0]
 	return nil
+}
+
+// jsonList encodes ids as the JSON array SQLite's json_each reads: a list
+// of any length in one bound parameter.
+func jsonList[T string | int64](ids []T) string {
+	if len(ids) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(ids) // strings and integers always encode
+	return string(b)
 }

@@ -258,7 +258,7 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	q := s.stmts.on(tx)
-	h, err := s.holdKeys(ctx, tx, ops)
+	h, err := s.holdKeys(ctx, q, ops) // one statement text: it stays prepared
 	if err != nil {
 		return -1, s.wrap("batch: lock keys", err)
 	}
@@ -267,7 +267,7 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 		return -1, s.wrap("batch: read clock", err)
 	}
 	h.day = Day(now)
-	if err := s.readDays(ctx, tx, h); err != nil {
+	if err := s.readDays(ctx, q, h); err != nil {
 		return -1, s.wrap("batch: read usage", err)
 	}
 	if s.dialect.Arrays {

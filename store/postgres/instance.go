@@ -358,6 +358,10 @@ func (in *instance) Release() error {
 		}
 	}
 	if conn != nil {
+		// Unlock before closing: a closed session's locks go only when its
+		// backend has exited, after Close returns, so a process taking the
+		// name right after a clean release could still find it locked.
+		conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`) //nolint:errcheck // closing drops it anyway
 		conn.Close(ctx)
 	}
 	if err != nil {

@@ -149,7 +149,7 @@ func TestSecondHeaderValuesAreRefused(t *testing.T) {
 		"Stripe-Context twice":   "Content-Type: " + formCT + "\r\nStripe-Context: acct_1\r\nStripe-Context: acct_2\r\n",
 	} {
 		before, body := env.Stripe.Requests(), gz.String()
-		status, answer := rawRequest(t, env.URL, base+extra+fmt.Sprintf("Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))+body)
+		status, answer := kbtest.RawRequest(t, env.URL, base+extra+fmt.Sprintf("Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))+body)
 		if status != 400 || !strings.Contains(answer, `"code":"ambiguous_header"`) || env.Stripe.Requests() != before {
 			t.Errorf("%s: %d %s", name, status, answer)
 			continue
@@ -162,13 +162,13 @@ func TestSecondHeaderValuesAreRefused(t *testing.T) {
 	// chunked and drops the length (RFC 9112 §6.3), so the handler cannot
 	// tell; Keybrake forwards the body it read, with its own length, so the
 	// vendor reads exactly what was priced either way.
-	status, _ := rawRequest(t, env.URL, base+"Content-Type: "+formCT+"\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n17\r\namount=100&currency=usd\r\n0\r\n\r\n")
+	status, _ := kbtest.RawRequest(t, env.URL, base+"Content-Type: "+formCT+"\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n17\r\namount=100&currency=usd\r\n0\r\n\r\n")
 	if got := env.Stripe.Received(); status != 200 || len(got) != 1 || got[0].Body != "amount=100&currency=usd" || got[0].Header.Get("Content-Length") != "23" {
 		t.Errorf("Transfer-Encoding with Content-Length: %d, Stripe received %+v", status, got)
 	}
 	before := env.Stripe.Requests()
 	// Two Authorization headers: which key? Neither.
-	status, answer := rawRequest(t, env.URL, "POST /v1/payment_intents HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: Bearer "+k.VaultKey+
+	status, answer := kbtest.RawRequest(t, env.URL, "POST /v1/payment_intents HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: Bearer "+k.VaultKey+
 		"\r\nAuthorization: Bearer "+k.VaultKey+"\r\nContent-Type: "+formCT+"\r\nContent-Length: 23\r\nConnection: close\r\n\r\namount=100&currency=usd")
 	if status != 400 || !strings.Contains(answer, "ambiguous_header") || env.Stripe.Requests() != before {
 		t.Errorf("two Authorization headers: %d %s", status, answer)

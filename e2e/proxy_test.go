@@ -234,7 +234,7 @@ func TestRawTargetsAreRefused(t *testing.T) {
 		"/v1/payment_intents/%2E%2E/payment_intents",
 		"/v1/./payment_intents",
 	} {
-		status, body := rawRequest(t, env.URL, "POST "+target+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+k.VaultKey+
+		status, body := kbtest.RawRequest(t, env.URL, "POST "+target+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+k.VaultKey+
 			"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 23\r\nConnection: close\r\n\r\namount=100&currency=usd")
 		if status != 400 || !strings.Contains(body, `"code":"non_canonical_path"`) {
 			t.Fatalf("%s: %d %s", target, status, body)

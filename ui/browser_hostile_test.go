@@ -1,14 +1,10 @@
 package ui_test
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/keybrake/keybrake/client"
 	"github.com/keybrake/keybrake/internal/kbtest"
@@ -31,7 +27,7 @@ func TestBrowserHostileInput(t *testing.T) {
 	// A denied call on a path that is markup: it is audited as it came.
 	// It is written byte for byte: an HTTP client would percent-encode it.
 	path := `/v1/<svg/onload=alert(4)>`
-	if status := rawRequest(t, env.URL, "POST "+path+" HTTP/1.1\r\nHost: keybrake\r\nAuthorization: Bearer "+k.VaultKey+
+	if status, _ := kbtest.RawRequest(t, env.URL, "POST "+path+" HTTP/1.1\r\nHost: keybrake\r\nAuthorization: Bearer "+k.VaultKey+
 		"\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"); status < 400 {
 		t.Fatalf("POST %s: HTTP %d, want a refusal", path, status)
 	}
@@ -84,24 +80,4 @@ func TestBrowserHostileInput(t *testing.T) {
 	}
 	b.noDialogs()
 	b.noProblems()
-}
-
-// rawRequest writes an HTTP request byte for byte and returns the status.
-func rawRequest(t *testing.T, base, raw string) int {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

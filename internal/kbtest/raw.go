@@ -1,4 +1,4 @@
-package e2e
+package kbtest
 
 import (
 	"bufio"
@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// rawRequest writes an HTTP request byte for byte (no client-side
-// normalisation) and returns the status and body.
-func rawRequest(t testing.TB, baseURL, raw string) (int, string) {
+// RawRequest writes an HTTP request byte for byte (no client-side
+// normalisation, so tests can send what net/http would refuse to) and
+// returns the status and body.
+func RawRequest(t testing.TB, baseURL, raw string) (int, string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(baseURL, "http://"), 5*time.Second)
 	if err != nil {

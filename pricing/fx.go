@@ -102,6 +102,16 @@ func (fx *FX) ToMicros(minor int64, exponent int, currency string) (keybrake.Mic
 	if m, ok := intRateMicros(minor, exponent, rate); ok {
 		return m, nil
 	}
+	m, ok := ratMicros(minor, exponent, rate)
+	if !ok {
+		return 0, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "amount is too large to price")
+	}
+	return m, nil
+}
+
+// ratMicros is the exact rational conversion, rounding up; ok=false when
+// the result does not fit an int64.
+func ratMicros(minor int64, exponent int, rate *big.Rat) (keybrake.Micros, bool) {
 	v := new(big.Rat).SetInt64(minor)
 	v.Mul(v, rate)
 	v.Mul(v, new(big.Rat).SetInt64(int64(keybrake.MicrosPerUSD)))
@@ -110,10 +120,7 @@ func (fx *FX) ToMicros(minor int64, exponent int, currency string) (keybrake.Mic
 	if r.Sign() > 0 {
 		q.Add(q, big.NewInt(1))
 	}
-	if !q.IsInt64() {
-		return 0, keybrake.Errorf(keybrake.CodeUnpriceableRequest, "amount is too large to price")
-	}
-	return keybrake.Micros(q.Int64()), nil
+	return keybrake.Micros(q.Int64()), q.IsInt64()
 }
 
 // intRateMicros is ToMicros without big numbers for the common case, an

@@ -9,20 +9,6 @@ import (
 	"github.com/keybrake/keybrake"
 )
 
-// bigMicros is ToMicros's exact rational path alone, the reference the
-// integer fast path must agree with.
-func bigMicros(minor int64, exponent int, rate *big.Rat) (keybrake.Micros, bool) {
-	v := new(big.Rat).SetInt64(minor)
-	v.Mul(v, rate)
-	v.Mul(v, new(big.Rat).SetInt64(int64(keybrake.MicrosPerUSD)))
-	v.Quo(v, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(exponent)), nil)))
-	q, r := new(big.Int).QuoRem(v.Num(), v.Denom(), new(big.Int))
-	if r.Sign() > 0 {
-		q.Add(q, big.NewInt(1))
-	}
-	return keybrake.Micros(q.Int64()), q.IsInt64()
-}
-
 // The integer fast path gives exactly what the rational path gives, and
 // declines (ok=false) whatever would not fit an int64.
 func TestIntRateMicrosMatchesExactPath(t *testing.T) {
@@ -36,7 +22,7 @@ func TestIntRateMicrosMatchesExactPath(t *testing.T) {
 	for _, rate := range rates {
 		for exp := 0; exp <= 7; exp++ {
 			for _, m := range minors {
-				want, wantOK := bigMicros(m, exp, rate)
+				want, wantOK := ratMicros(m, exp, rate)
 				got, ok := intRateMicros(m, exp, rate)
 				if ok && (!wantOK || got != want) {
 					t.Fatalf("minor %d exp %d rate %s: fast %d, exact %d (fits %v)", m, exp, rate, got, want, wantOK)

@@ -143,8 +143,8 @@ func splitBracketKey(key string, maxDepth int) (parts []string, push bool, err e
 			return bad("it holds a control character")
 		}
 	}
-	name, rest, _ := strings.Cut(key, "[")
-	rest = key[len(name):]
+	name, _, _ := strings.Cut(key, "[")
+	rest := key[len(name):]
 	switch {
 	case name == "":
 		return bad("it has no name before its brackets (a Rack-style parser reads it as another key)")

@@ -291,7 +291,7 @@ func (s *Store) ListKeys(ctx context.Context, f keybrake.KeyFilter) ([]*keybrake
 // refused as revoked, later.
 func (s *Store) RevokeKey(ctx context.Context, id string) (*keybrake.Key, error) {
 	var k *keybrake.Key
-	err := s.tx(ctx, "revoke key", func(tx *sql.Tx, now time.Time) error {
+	err := s.tx(ctx, "revoke key", func(tx *sql.Tx, _ time.Time) error { // the time is read after the lock, below
 		if _, err := tx.ExecContext(ctx, `SELECT id FROM keys WHERE id = $1`+s.dialect.LockKey, id); err != nil {
 			return err
 		}

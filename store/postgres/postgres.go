@@ -203,6 +203,16 @@ func parseConfig(rawURL string, opt *Options) (*pgx.ConnConfig, error) {
 			cfg.RuntimeParams[name] = strconv.FormatInt(d.Milliseconds(), 10)
 		}
 	}
+	// Plan every statement for its own arguments. The ledger's statements
+	// take arrays (= ANY($1), unnest), and pgx keeps them prepared, so
+	// after five runs PostgreSQL may settle on a generic plan made for the
+	// table as it was then: on a new database, a sequential scan of calls.
+	// Measured on a fresh bench database, every batch then scanned the whole
+	// calls table while holding the key's lock (22M rows read in 15 s, half
+	// the backend's CPU). Replanning a short statement costs far less.
+	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = "keybrake"
 	}

@@ -1,0 +1,75 @@
+package postgres_test
+
+import (
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/keybrake/keybrake"
+
+	"github.com/keybrake/keybrake/internal/kbtest"
+	"github.com/keybrake/keybrake/store/postgres"
+	"github.com/keybrake/keybrake/store/postgres/pgtest"
+)
+
+// TestBatchesReachCallsByIndexOnAGrownTable: the batch's statements take
+// arrays (= ANY($1)) and stay prepared. Left to itself, PostgreSQL plans
+// such a statement generically after five runs, for the table as it was
+// then. On a new database that plan was a sequential scan of calls, kept
+// as the table grew: every batch read the whole table under the key's
+// lock. The store plans each run for its own arguments, so a batch after
+// the table grew reads calls by primary key.
+//
+// The store's pool has one connection, so every batch runs on the backend
+// whose table statistics the test flushes and reads.
+func TestBatchesReachCallsByIndexOnAGrownTable(t *testing.T) {
+	base := kbtest.PostgresURL(t)
+	url, schema := pgtest.Schema(t, base)
+	s, err := postgres.Open(t.Context(), pgtest.WithParams(t, url, "pool_max_conns", "1"), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := newKey(t, s, time.Hour)
+	call := func() {
+		t.Helper()
+		d, err := s.Decide(t.Context(), charge(k))
+		if err != nil || !d.Allowed {
+			t.Fatalf("decide: %+v %v", d, err)
+		}
+		if _, err := s.Settle(t.Context(), keybrake.Settlement{CallID: d.CallID, Outcome: keybrake.OutcomeForwarded, Status: 200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 12 { // past the five runs after which a generic plan may stick
+		call()
+	}
+	admin := pgtest.Admin(t, base)
+	if _, err := admin.ExecContext(t.Context(), `INSERT INTO `+schema+`.calls (at, key_id, vendor, method, path, rule, outcome, code,
+		status, estimated, actual, day, instance)
+		SELECT 0, NULL, 'stripe', 'POST', '/v1/x', '', 'denied', 'key_unknown', 401, 0, 0, '2026-01-01', ''
+		FROM generate_series(1, 50000)`); err != nil {
+		t.Fatal(err)
+	}
+	seqScans := func() int64 {
+		t.Helper()
+		// The store's one backend reports its counters now, not within
+		// the second PostgreSQL otherwise allows itself.
+		if _, err := s.DB().ExecContext(t.Context(), `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		var n sql.NullInt64
+		if err := admin.QueryRowContext(t.Context(), `SELECT seq_scan FROM pg_stat_user_tables
+			WHERE schemaname = $1 AND relname = 'calls'`, schema).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n.Int64
+	}
+	before := seqScans()
+	for range 20 {
+		call()
+	}
+	if n := seqScans() - before; n != 0 {
+		t.Fatalf("20 calls on a 50,000-row calls table scanned it whole %d times; each batch should reach its rows by index", n)
+	}
+}

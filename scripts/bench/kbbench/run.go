@@ -56,15 +56,27 @@ type result struct {
 	non2xx   int64
 	errors   int64 // socket errors
 	requests int64
+	cpu      time.Duration // used by the processes serving the calls (see cpu.go)
+}
+
+// cpuPerCall is the CPU the serving processes spent on one call.
+func (r result) cpuPerCall() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
 }
 
 // row is one line of the table.
 type row struct {
-	name   string
-	res    result
-	ratio  float64 // to the mean of the plain runs around it; 0 for the plain rows
-	check  string  // the exactness check's verdict
-	failed bool
+	name  string
+	res   result
+	ratio float64 // to the mean of the plain runs around it; 0 for the plain rows
+	// cpuRatio is the plain runs' CPU per call over this one's: the same
+	// comparison made with what a call costs instead of how many went.
+	cpuRatio float64
+	check    string // the exactness check's verdict
+	failed   bool
 }
 
 // target is a setup under test: one or more listening addresses, the
@@ -74,6 +86,7 @@ type target struct {
 	keys  []string
 	spent func() (spent, reserved keybrake.Micros, err error)
 	stop  func()
+	cpu   cpuMeter // the processes serving its calls
 }
 
 // setup starts one configuration of Keybrake.
@@ -158,13 +171,13 @@ func (r *runner) run() error {
 
 	var rows []row
 	plain := func() (result, error) {
-		res, err := r.load([]string{plainAddr}, plainKeys, r.cfg.duration)
+		res, err := r.load([]string{plainAddr}, plainKeys, r.cfg.duration, r.meter("plain"))
 		if err == nil {
 			rows = append(rows, row{name: "plain httputil.ReverseProxy", res: res})
 		}
 		return res, err
 	}
-	direct, err := r.load([]string{upAddr}, plainKeys, r.cfg.duration)
+	direct, err := r.load([]string{upAddr}, plainKeys, r.cfg.duration, r.meter("upstream"))
 	if err != nil {
 		return err
 	}
@@ -191,6 +204,9 @@ func (r *runner) run() error {
 			rows = append(rows, row{name: s.name, check: "FAILED: " + err.Error(), failed: true})
 		} else {
 			kb.ratio = kb.res.rps / ((before.rps + after.rps) / 2)
+			if c := kb.res.cpuPerCall(); c > 0 {
+				kb.cpuRatio = float64(before.cpuPerCall()+after.cpuPerCall()) / 2 / float64(c)
+			}
 			rows = append(rows, kb)
 		}
 		before = after
@@ -217,11 +233,11 @@ func (r *runner) measure(s setup) (row, error) {
 		return row{}, err
 	}
 	if r.cfg.warmup > 0 {
-		if _, err := r.load(t.addrs, t.keys, r.cfg.warmup); err != nil {
+		if _, err := r.load(t.addrs, t.keys, r.cfg.warmup, t.cpu); err != nil {
 			return row{}, err
 		}
 	}
-	res, err := r.load(t.addrs, t.keys, r.cfg.duration)
+	res, err := r.load(t.addrs, t.keys, r.cfg.duration, t.cpu)
 	if err != nil {
 		return row{}, err
 	}
@@ -277,7 +293,7 @@ func (r *runner) memProxy(nkeys int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &target{addrs: []string{addr}, keys: strings.Fields(string(b)), stop: func() { r.stop("memproxy") }}
+	t := &target{addrs: []string{addr}, keys: strings.Fields(string(b)), stop: func() { r.stop("memproxy") }, cpu: r.meter("memproxy")}
 	t.spent = func() (keybrake.Micros, keybrake.Micros, error) {
 		var v struct{ Spent, Reserved keybrake.Micros }
 		var raw map[string]keybrake.Micros
@@ -306,7 +322,11 @@ func (r *runner) sqlite(nkeys int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.keybrakeTarget([]string{addr}, nkeys, func() { r.stop(name) })
+	t, err := r.keybrakeTarget([]string{addr}, nkeys, func() { r.stop(name) })
+	if err == nil {
+		t.cpu = r.meter(name)
+	}
+	return t, err
 }
 
 // postgres is `keybrake serve` on a fresh PostgreSQL database, one or
@@ -361,7 +381,12 @@ func (r *runner) postgres(replicas, nkeys int) (*target, error) {
 		}
 		addrs, names = append(addrs, addr), append(names, name)
 	}
-	return r.keybrakeTarget(addrs, nkeys, stop)
+	t, err := r.keybrakeTarget(addrs, nkeys, stop)
+	if err == nil {
+		t.cpu = r.meter(names...)
+		t.cpu.byName = "postgres"
+	}
+	return t, err
 }
 
 // keybrakeTarget issues keys through the first replica's admin API, under
@@ -405,7 +430,7 @@ func (r *runner) keybrakeTarget(addrs []string, nkeys int, stop func()) (*target
 // between them, every request a POST /v1/payment_intents with a form body
 // and no Idempotency-Key, the keys taken in turn. Several addresses are
 // summed: calls/s added, p50 and p99 the worst of them.
-func (r *runner) load(addrs, keys []string, d time.Duration) (result, error) {
+func (r *runner) load(addrs, keys []string, d time.Duration, cpu cpuMeter) (result, error) {
 	script := filepath.Join(r.cfg.dir, fmt.Sprintf("load-%d.lua", len(keys)))
 	if err := os.WriteFile(script, []byte(luaScript(keys)), 0o600); err != nil {
 		return result{}, err
@@ -424,8 +449,10 @@ func (r *runner) load(addrs, keys []string, d time.Duration) (result, error) {
 			results[i], errs[i] = wrk(a, script, conns, d)
 		}()
 	}
+	cpu0 := cpu.read()
 	wg.Wait()
 	var sum result
+	sum.cpu = cpu.read() - cpu0
 	for i, res := range results {
 		if errs[i] != nil {
 			return result{}, errs[i]
@@ -511,18 +538,25 @@ func wrk(addr, script string, conns int, d time.Duration) (result, error) {
 
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "| setup\t| calls/s\t| p50\t| p99\t| ratio to plain proxy\t| spend check\t|")
-	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---\t|")
+	fmt.Fprintln(tw, "| setup\t| calls/s\t| p50\t| p99\t| ratio to plain proxy\t| CPU per call\t| CPU ratio\t| spend check\t|")
+	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---\t|")
 	for _, rw := range rows {
 		if rw.res.rps == 0 {
-			fmt.Fprintf(tw, "| %s\t| \t| \t| \t| \t| %s\t|\n", rw.name, rw.check)
+			fmt.Fprintf(tw, "| %s\t| \t| \t| \t| \t| \t| \t| %s\t|\n", rw.name, rw.check)
 			continue
 		}
 		ratio := ""
 		if rw.ratio > 0 {
 			ratio = fmt.Sprintf("%.2f×", rw.ratio)
 		}
-		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n", rw.name, rate(rw.res.rps), ms(rw.res.p50), ms(rw.res.p99), ratio, rw.check)
+		cpu, cpuRatio := "", ""
+		if c := rw.res.cpuPerCall(); c > 0 {
+			cpu = fmt.Sprintf("%d µs", c.Microseconds())
+		}
+		if rw.cpuRatio > 0 {
+			cpuRatio = fmt.Sprintf("%.2f×", rw.cpuRatio)
+		}
+		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n", rw.name, rate(rw.res.rps), ms(rw.res.p50), ms(rw.res.p99), ratio, cpu, cpuRatio, rw.check)
 	}
 	tw.Flush()
 }
@@ -585,6 +619,21 @@ func (r *runner) spawn(name, bin string, args, env []string) (string, error) {
 	}
 	b, _ := os.ReadFile(logf.Name())
 	return "", fmt.Errorf("%s did not start listening on %s: %s", name, addr, lastLines(b, 5))
+}
+
+// meter measures the CPU of the children of these names.
+func (r *runner) meter(names ...string) cpuMeter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var m cpuMeter
+	for _, p := range r.procs {
+		for _, n := range names {
+			if p.name == n {
+				m.pids = append(m.pids, p.cmd.Process.Pid)
+			}
+		}
+	}
+	return m
 }
 
 // proc is a child process of the run, by the name stop knows it by.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/store"
@@ -60,6 +61,9 @@ type batchFaults struct {
 	// withdrawn is how many of the ops leave the queue before the batch
 	// starts (their callers gave up).
 	withdrawn int
+	// afterOp, when set, runs after each op of the steered batch applied
+	// (a slow op: the batch's time passes there).
+	afterOp func(i int)
 }
 
 var errInjected = errors.New("injected by storetest")
@@ -110,8 +114,12 @@ func inOneBatch(t *testing.T, s store.Store, f batchFaults, between func(), ops 
 		if !target.Load() {
 			return nil
 		}
-		if int(applied.Add(1)-1) == f.failOp {
+		i := int(applied.Add(1) - 1)
+		if i == f.failOp {
 			return errInjected
+		}
+		if f.afterOp != nil {
+			f.afterOp(i)
 		}
 		return nil
 	}, func(int) error {
@@ -333,6 +341,44 @@ func testBatchFailures(t *testing.T, s store.Store) {
 	mustAllow(t, s, idem(charge(k, usd), "ik-f", "fp", true))
 	settle(t, s, ok2xx(id0, usd))
 	wantUsage(t, checkLedger(t, s, k.ID), usd, 4*usd)
+}
+
+// testBatchDeadline: a batch ends by the earliest deadline of its ops (for a
+// decision, the decision timeout; on PostgreSQL also the replica's lease).
+// When that passes while the batch is still applying its ops, the batch
+// fails as a whole, closed: no op of it is applied, and the caller with the
+// deadline hears so rather than waiting on. Unbatched, the op with the
+// deadline fails alone.
+func testBatchDeadline(t *testing.T, s store.Store) {
+	k, _ := newKey(t, s, daily(10*usd))
+	// Long enough to queue both ops on a loaded machine; the first op then
+	// outlives it inside the batch.
+	short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+	defer cancel()
+	hurried := dec(charge(k, usd))
+	hurried.ctx = short
+	batched := s.(batchSteerer).BatchSize() > 1
+	res := inOneBatch(t, s, batchFaults{failOp: -1, afterOp: func(i int) {
+		if i == 0 {
+			dl, _ := short.Deadline()
+			time.Sleep(time.Until(dl) + 50*time.Millisecond)
+		}
+	}}, nil, hurried, dec(charge(k, 2*usd)))
+	if !errors.Is(res[0].err, keybrake.ErrStoreUnavailable) {
+		t.Fatalf("the op whose deadline passed in its batch: err %v allowed %v, want store unavailable", res[0].err, res[0].d.Allowed)
+	}
+	if batched {
+		if !errors.Is(res[1].err, keybrake.ErrStoreUnavailable) {
+			t.Fatalf("an op of a batch past its deadline: err %v allowed %v, want store unavailable", res[1].err, res[1].d.Allowed)
+		}
+		if n := len(allCalls(t, s, keybrake.CallFilter{KeyID: k.ID})); n != 0 {
+			t.Fatalf("%d audit rows after a batch past its deadline, want none", n)
+		}
+		wantUsage(t, checkLedger(t, s, k.ID), 0, 0)
+		return
+	}
+	wantAllowed(t, "the op after, in a transaction of its own", res[1])
+	wantUsage(t, checkLedger(t, s, k.ID), 0, 2*usd)
 }
 
 // testBatchCancellation: a caller that gives up while its op is queued is

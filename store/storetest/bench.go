@@ -136,8 +136,12 @@ func BenchCalls(b *testing.B, stores []store.Store, keys int) {
 				b.Errorf("Decide: %v %v", err, d.Err)
 				return
 			}
+			// As a PaymentIntent create settles: the object it made and
+			// the vendor's request id go on the audit row.
+			id := strconv.FormatInt(d.CallID, 10)
 			if _, err := s.Settle(b.Context(), keybrake.Settlement{CallID: d.CallID,
-				Outcome: keybrake.OutcomeForwarded, Status: 200, Actual: 10_000}); err != nil {
+				Outcome: keybrake.OutcomeForwarded, Status: 200, Actual: 10_000,
+				ObjectID: "pi_bench" + id, VendorRequestID: "req_bench" + id}); err != nil {
 				b.Errorf("Settle: %v", err)
 				return
 			}

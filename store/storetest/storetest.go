@@ -93,6 +93,7 @@ func Run(t *testing.T, open Opener) {
 		{"BatchRevokeBetween", testBatchRevokeBetween},
 		{"BatchFailures", testBatchFailures},
 		{"BatchCancellation", testBatchCancellation},
+		{"BatchDeadline", testBatchDeadline},
 		{"BatchSettlementsAndRetries", testBatchSettlementsAndRetries},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -120,6 +120,9 @@ func Open(ctx context.Context, path string, opt Options) (_ *sqlstore.Store, err
 		StrPos:      "instr",
 		CannotWrite: cannotWrite,
 		Prepare:     true,
+		// A batch's statements touch a few pages of one local file; its
+		// deadline is checked between them (see Dialect).
+		DeadlineBetweenOps: true,
 	})
 	if opt.BatchSize != 0 {
 		s.SetBatchSize(opt.BatchSize)

@@ -258,9 +258,37 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	q := s.stmts.on(tx)
+	bctx := ctx // the batch's deadline, checked between ops
+	if s.dialect.DeadlineBetweenOps {
+		ctx = context.WithoutCancel(ctx)
+	}
+	expired := func() error {
+		if !s.dialect.DeadlineBetweenOps {
+			return nil
+		}
+		return bctx.Err()
+	}
+	// Audit row ids first: drawing them needs no lock (see arrays.go).
+	var ids []int64
+	if s.dialect.Arrays {
+		n := 0
+		for _, o := range ops {
+			if o.attempt != nil {
+				n++
+			}
+		}
+		if n > 0 {
+			if ids, err = s.drawIDs(ctx, q, n); err != nil {
+				return -1, s.wrap("batch: draw audit row ids", err)
+			}
+		}
+	}
 	h, err := s.holdKeys(ctx, q, ops) // one statement text: it stays prepared
 	if err != nil {
 		return -1, s.wrap("batch: lock keys", err)
+	}
+	if ids != nil {
+		h.ids = ids
 	}
 	now, err := s.dialect.Now(ctx, q)
 	if err != nil {
@@ -270,20 +298,10 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	if err := s.readDays(ctx, q, h); err != nil {
 		return -1, s.wrap("batch: read usage", err)
 	}
-	if s.dialect.Arrays {
-		n := 0
-		for _, o := range ops {
-			if o.attempt != nil {
-				n++
-			}
-		}
-		if n > 0 {
-			if err := s.drawIDs(ctx, q, h, n); err != nil {
-				return -1, s.wrap("batch: draw audit row ids", err)
-			}
-		}
-	}
 	for i, o := range ops {
+		if err := expired(); err != nil {
+			return -1, s.wrap("batch", err)
+		}
 		o.d, o.u, o.err = keybrake.Decision{}, keybrake.Usage{}, nil
 		h.direct = false
 		err := o.apply(ctx, s, q, now, h)
@@ -299,6 +317,9 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	}
 	if err := s.flush(ctx, q, h); err != nil {
 		return -1, s.wrap("batch: write totals", err)
+	}
+	if err := expired(); err != nil {
+		return -1, s.wrap("batch: commit", err)
 	}
 	if hooks != nil && hooks.commit != nil {
 		if err := hooks.commit(len(ops)); err != nil {

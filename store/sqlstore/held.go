@@ -176,42 +176,6 @@ func (s *Store) holdCalls(ctx context.Context, tx Querier, h *held, ids []int64)
 	return rows.Err()
 }
 
-// flushCalls writes the settlements the batch holds, in one statement. It
-// runs at the end of the batch, and before any op that reads calls rows a
-// settlement may have changed (an exposure's count, an Idempotency-Key's
-// earlier attempt).
-func (s *Store) flushCalls(ctx context.Context, tx Querier, h *held) error {
-	var (
-		id, status, actual, latency, at        []int64
-		outcome, object, vrid, code, reconcile []string
-	)
-	for cid, c := range h.calls {
-		if !c.dirty {
-			continue
-		}
-		c.dirty = false
-		id, status, actual, latency, at = append(id, cid), append(status, int64(c.status)), append(actual, c.actual),
-			append(latency, c.latency), append(at, c.settledAt)
-		outcome, object, vrid, code, reconcile = append(outcome, c.outcome), append(object, c.objectID),
-			append(vrid, c.vendorRequestID), append(code, c.code), append(reconcile, c.reconcile)
-	}
-	if len(id) == 0 {
-		return nil
-	}
-	// calls.id = ANY($1) lets the planner reach the rows by primary key
-	// whatever it guesses of the unnest's size.
-	_, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = v.outcome, status = v.status, actual = v.actual,
-		object_id = v.object_id, vendor_request_id = v.vrid, code = v.code, latency_ms = v.lat, settled_at = v.at,
-		reconcile_state = v.rs
-		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-			$8::bigint[], $9::bigint[], $10::text[]) AS v(id, outcome, status, actual, object_id, vrid, code, lat, at, rs)
-		WHERE calls.id = ANY($1) AND calls.id = v.id`, id, outcome, status, actual, object, vrid, code, latency, at, reconcile)
-	if err != nil {
-		return fmt.Errorf("settled calls: %w", err)
-	}
-	return nil
-}
-
 // readDays fills in each held key's usage on the batch's day, once the
 // clock is read.
 func (s *Store) readDays(ctx context.Context, tx Querier, h *held) error {
@@ -303,15 +267,11 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	if err := s.flushRows(ctx, tx, h); err != nil {
-		return err
-	}
-	if err := s.flushCalls(ctx, tx, h); err != nil {
-		return err
-	}
 	if s.dialect.Arrays {
 		return s.flushArrays(ctx, tx, h, ids)
 	}
+	// One row per statement: SQLite queues no audit rows and holds no
+	// calls (each op wrote its own); its statements cost no round trip.
 	for _, id := range ids {
 		hk := h.keys[id]
 		if hk.d != [4]int64{} {
@@ -328,68 +288,6 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 			if err := s.adjustDay(ctx, tx, id, day, keybrake.Micros(dm[0]), keybrake.Micros(dm[1])); err != nil {
 				return fmt.Errorf("key %s day %s: %w", id, day, err)
 			}
-		}
-	}
-	return nil
-}
-
-// flushArrays is flush in two statements whatever the number of keys (a
-// third, rarely, for a key's first move of a day): the sums go as arrays.
-func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []string) error {
-	var kid []string
-	var ks, kr, kc, kd []int64
-	var did, dday []string
-	var ds, dr []int64
-	for _, id := range ids {
-		hk := h.keys[id]
-		if hk.d != [4]int64{} {
-			kid = append(kid, id)
-			ks, kr, kc, kd = append(ks, hk.d[0]), append(kr, hk.d[1]), append(kc, hk.d[2]), append(kd, hk.d[3])
-		}
-		for day, dm := range hk.days {
-			if *dm != [2]int64{} {
-				did, dday = append(did, id), append(dday, day)
-				ds, dr = append(ds, dm[0]), append(dr, dm[1])
-			}
-		}
-	}
-	if len(kid) > 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE keys SET spent = keys.spent + v.s, reserved = keys.reserved + v.r,
-			calls = keys.calls + v.c, denied_calls = keys.denied_calls + v.d
-			FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, s, r, c, d)
-			WHERE keys.id = v.id`, kid, ks, kr, kc, kd); err != nil {
-			return fmt.Errorf("keys: %w", err)
-		}
-	}
-	if len(did) == 0 {
-		return nil
-	}
-	rows, err := tx.QueryContext(ctx, `UPDATE key_days SET spent = key_days.spent + v.s, reserved = key_days.reserved + v.r
-		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(key_id, day, s, r)
-		WHERE key_days.key_id = v.key_id AND key_days.day = v.day RETURNING key_days.key_id, key_days.day`, did, dday, ds, dr)
-	if err != nil {
-		return fmt.Errorf("key_days: %w", err)
-	}
-	updated := map[[2]string]bool{}
-	for rows.Next() {
-		var k [2]string
-		if err := rows.Scan(&k[0], &k[1]); err != nil {
-			rows.Close()
-			return err
-		}
-		updated[k] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for i := range did {
-		if updated[[2]string{did[i], dday[i]}] {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
-			did[i], dday[i], ds[i], dr[i]); err != nil {
-			return fmt.Errorf("key %s day %s: %w", did[i], dday[i], err)
 		}
 	}
 	return nil
@@ -433,29 +331,6 @@ func (s *Store) heldSpendEvents(ctx context.Context, tx Querier, now time.Time, 
 	return s.thresholdEvents(ctx, tx, now, hk.k.ID, day, delta, hk.k.DailyCap, hk.thresholds, hk.k.AgentRunLabel, hk.agent, used)
 }
 
-// drawIDs hands out, in one statement, the audit row ids of the batch's n
-// decisions, in arrival order.
-func (s *Store) drawIDs(ctx context.Context, tx Querier, h *held, n int) error {
-	rows, err := tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('calls', 'id')) FROM generate_series(1, $1)`, n)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	h.ids = make([]int64, 0, n)
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		h.ids = append(h.ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	slices.Sort(h.ids)
-	return nil
-}
-
 func (s *Store) queueRow(ctx context.Context, tx Querier, h *held, c callRow) (int64, error) {
 	if len(h.ids) == 0 {
 		return 0, fmt.Errorf("batch: no audit row id left for a decision")
@@ -471,55 +346,6 @@ func (s *Store) queueRow(ctx context.Context, tx Querier, h *held, c callRow) (i
 		return id, s.flushRows(ctx, tx, h)
 	}
 	return id, nil
-}
-
-// flushRows writes the queued audit rows in one statement, with the ids
-// drawn for them.
-func (s *Store) flushRows(ctx context.Context, tx Querier, h *held) error {
-	if len(h.rows) == 0 {
-		return nil
-	}
-	n := len(h.rows)
-	ints := func(f func(r *queuedRow) int64) []int64 {
-		out := make([]int64, n)
-		for i := range h.rows {
-			out[i] = f(&h.rows[i])
-		}
-		return out
-	}
-	strs := func(f func(r *queuedRow) string) []string {
-		out := make([]string, n)
-		for i := range h.rows {
-			out[i] = f(&h.rows[i])
-		}
-		return out
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO calls (id, at, key_id, agent_run_label, vendor, method, path,
-		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
-		object_id, operation) OVERRIDING SYSTEM VALUE
-		SELECT v.id, v.at, NULLIF(v.key_id, ''), v.label, v.vendor, v.method, v.path, v.rule, v.outcome, v.code,
-			v.status, v.estimated, v.actual, v.day, v.idem, v.item, NULLIF(v.retry_of, 0), v.instance,
-			NULLIF(v.object_id, ''), v.operation
-		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-			$8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[],
-			$15::text[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[])
-			AS v(id, at, key_id, label, vendor, method, path, rule, outcome, code, status, estimated, actual,
-				day, idem, item, retry_of, instance, object_id, operation)`,
-		ints(func(r *queuedRow) int64 { return r.id }), ints(func(r *queuedRow) int64 { return r.at }),
-		strs(func(r *queuedRow) string { return r.keyID }), strs(func(r *queuedRow) string { return r.label }),
-		strs(func(r *queuedRow) string { return r.vendor }), strs(func(r *queuedRow) string { return r.method }),
-		strs(func(r *queuedRow) string { return r.path }), strs(func(r *queuedRow) string { return r.rule }),
-		strs(func(r *queuedRow) string { return r.outcome }), strs(func(r *queuedRow) string { return r.code }),
-		ints(func(r *queuedRow) int64 { return r.status }), ints(func(r *queuedRow) int64 { return r.estimated }),
-		ints(func(r *queuedRow) int64 { return r.actual }), strs(func(r *queuedRow) string { return r.day }),
-		strs(func(r *queuedRow) string { return r.idemKey }), strs(func(r *queuedRow) string { return r.item }),
-		ints(func(r *queuedRow) int64 { return r.retryOf }), strs(func(r *queuedRow) string { return r.instance }),
-		strs(func(r *queuedRow) string { return r.objectID }), strs(func(r *queuedRow) string { return r.operation }))
-	if err != nil {
-		return fmt.Errorf("audit rows: %w", err)
-	}
-	h.rows = h.rows[:0]
-	return nil
 }
 
 // jsonList encodes ids as the JSON array SQLite's json_each reads: a list

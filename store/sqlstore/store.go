@@ -57,6 +57,15 @@ type Dialect struct {
 	// driver that parses every unprepared statement again (modernc SQLite;
 	// pgx already caches its prepared statements).
 	Prepare bool
+	// DeadlineBetweenOps: a batch's statements run without its deadline,
+	// which the batch checks before each op and before its commit instead.
+	// For a driver that watches every cancellable statement with a
+	// goroutine of its own (modernc SQLite: a goroutine, a channel and two
+	// progress-handler calls per statement), on an engine whose statements
+	// in a batch are short and local. PostgreSQL keeps the deadline on
+	// every statement: there it is what ends a wait on a database that
+	// stopped answering.
+	DeadlineBetweenOps bool
 	// Arrays: the driver binds Go slices as SQL arrays (= ANY($1)), so a
 	// batch's "these keys" is one statement text, not one per batch size.
 	Arrays bool
@@ -78,6 +87,7 @@ type Store struct {
 	claim   claimSlot // the replica name this store holds, if any
 	batch   *batcher  // group commit of Decide and Settle; nil: one transaction each
 	stmts   stmtCache
+	ids     idPool // audit row ids drawn ahead (Dialect.Arrays)
 	hooks   atomic.Pointer[batchHooks] // tests only
 }
 

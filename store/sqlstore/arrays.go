@@ -1,0 +1,248 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// The batch's writes on an engine whose driver binds arrays (Dialect.Arrays:
+// PostgreSQL). There every statement is a round trip, and every round trip
+// after the first statement of a batch is made while the batch holds its
+// keys' row locks: another replica's batch on the same key waits for all of
+// them. So a batch draws its audit row ids from a pool filled ahead of
+// time, outside the locks, and writes what it did (audit rows,
+// settlements, key and day totals) in one statement.
+
+// idBlock is how many audit row ids a refill of the pool draws: a
+// sequence value drawn and never used is a gap in calls.id, nothing more.
+const idBlock = 256
+
+// idPool holds calls.id values drawn ahead of the batches that use them, in
+// ascending order. Batches run one at a time, but with batching off each
+// caller runs its own, hence the lock.
+type idPool struct {
+	mu  sync.Mutex
+	ids []int64
+}
+
+// drawIDs hands the batch's n decisions their audit row ids, in arrival
+// order, from the pool; a pool with fewer than n draws a block first, in
+// one statement.
+func (s *Store) drawIDs(ctx context.Context, tx Querier, n int) ([]int64, error) {
+	p := &s.ids
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ids) < n {
+		rows, err := tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('calls', 'id')) FROM generate_series(1, $1)`, max(n, idBlock))
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return nil, err
+			}
+			p.ids = append(p.ids, id)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		slices.Sort(p.ids)
+	}
+	// Taken whether or not the batch commits: an id is never handed out
+	// twice, even to a rerun of the same batch.
+	ids := slices.Clone(p.ids[:n])
+	p.ids = slices.Delete(p.ids, 0, n)
+	return ids, nil
+}
+
+// flushRows writes the queued audit rows in one statement, with the ids
+// drawn for them (an op that reads calls rows writes its own at once).
+func (s *Store) flushRows(ctx context.Context, tx Querier, h *held) error {
+	if len(h.rows) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO calls (id, at, key_id, agent_run_label, vendor, method, path,
+		rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
+		object_id, operation) OVERRIDING SYSTEM VALUE `+auditSelect(1), rowArrays(h)...); err != nil {
+		return fmt.Errorf("audit rows: %w", err)
+	}
+	h.rows = h.rows[:0]
+	return nil
+}
+
+// auditSelect reads queued audit rows from the 20 arrays rowArrays binds,
+// as parameters $first….
+func auditSelect(first int) string {
+	p := func(i int) string { return fmt.Sprintf("$%d", first+i) }
+	return `SELECT v.id, v.at, NULLIF(v.key_id, ''), v.label, v.vendor, v.method, v.path, v.rule, v.outcome, v.code,
+			v.status, v.estimated, v.actual, v.day, v.idem, v.item, NULLIF(v.retry_of, 0), v.instance,
+			NULLIF(v.object_id, ''), v.operation
+		FROM unnest(` + p(0) + `::bigint[], ` + p(1) + `::bigint[], ` + p(2) + `::text[], ` + p(3) + `::text[], ` +
+		p(4) + `::text[], ` + p(5) + `::text[], ` + p(6) + `::text[], ` + p(7) + `::text[], ` + p(8) + `::text[], ` +
+		p(9) + `::text[], ` + p(10) + `::bigint[], ` + p(11) + `::bigint[], ` + p(12) + `::bigint[], ` + p(13) + `::text[], ` +
+		p(14) + `::text[], ` + p(15) + `::text[], ` + p(16) + `::bigint[], ` + p(17) + `::text[], ` + p(18) + `::text[], ` +
+		p(19) + `::text[])
+			AS v(id, at, key_id, label, vendor, method, path, rule, outcome, code, status, estimated, actual,
+				day, idem, item, retry_of, instance, object_id, operation)`
+}
+
+// rowArrays is the queued audit rows, column by column.
+func rowArrays(h *held) []any {
+	n := len(h.rows)
+	ints := func(f func(r *queuedRow) int64) []int64 {
+		out := make([]int64, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	strs := func(f func(r *queuedRow) string) []string {
+		out := make([]string, n)
+		for i := range h.rows {
+			out[i] = f(&h.rows[i])
+		}
+		return out
+	}
+	return []any{
+		ints(func(r *queuedRow) int64 { return r.id }), ints(func(r *queuedRow) int64 { return r.at }),
+		strs(func(r *queuedRow) string { return r.keyID }), strs(func(r *queuedRow) string { return r.label }),
+		strs(func(r *queuedRow) string { return r.vendor }), strs(func(r *queuedRow) string { return r.method }),
+		strs(func(r *queuedRow) string { return r.path }), strs(func(r *queuedRow) string { return r.rule }),
+		strs(func(r *queuedRow) string { return r.outcome }), strs(func(r *queuedRow) string { return r.code }),
+		ints(func(r *queuedRow) int64 { return r.status }), ints(func(r *queuedRow) int64 { return r.estimated }),
+		ints(func(r *queuedRow) int64 { return r.actual }), strs(func(r *queuedRow) string { return r.day }),
+		strs(func(r *queuedRow) string { return r.idemKey }), strs(func(r *queuedRow) string { return r.item }),
+		ints(func(r *queuedRow) int64 { return r.retryOf }), strs(func(r *queuedRow) string { return r.instance }),
+		strs(func(r *queuedRow) string { return r.objectID }), strs(func(r *queuedRow) string { return r.operation }),
+	}
+}
+
+// flushCalls writes the settlements the batch holds, in one statement,
+// before an op that reads calls rows a settlement may have changed (an
+// exposure's count, an Idempotency-Key's earlier attempt). At the end of
+// the batch flushArrays writes them with everything else.
+func (s *Store) flushCalls(ctx context.Context, tx Querier, h *held) error {
+	args, n := callArrays(h)
+	if n == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE calls SET `+settledSet+` FROM `+settledFrom(1), args...); err != nil {
+		return fmt.Errorf("settled calls: %w", err)
+	}
+	return nil
+}
+
+// settledSet and settledFrom update calls from the 10 arrays callArrays
+// binds. calls.id = ANY(…) lets the planner reach the rows by primary key
+// whatever it guesses of the unnest's size.
+const settledSet = `outcome = v.outcome, status = v.status, actual = v.actual,
+		object_id = v.object_id, vendor_request_id = v.vrid, code = v.code, latency_ms = v.lat, settled_at = v.at,
+		reconcile_state = v.rs`
+
+func settledFrom(first int) string {
+	p := func(i int) string { return fmt.Sprintf("$%d", first+i) }
+	return `unnest(` + p(0) + `::bigint[], ` + p(1) + `::text[], ` + p(2) + `::bigint[], ` + p(3) + `::bigint[], ` +
+		p(4) + `::text[], ` + p(5) + `::text[], ` + p(6) + `::text[], ` + p(7) + `::bigint[], ` + p(8) + `::bigint[], ` +
+		p(9) + `::text[]) AS v(id, outcome, status, actual, object_id, vrid, code, lat, at, rs)
+		WHERE calls.id = ANY(` + p(0) + `) AND calls.id = v.id`
+}
+
+// callArrays is the settlements the batch holds and has not written yet,
+// column by column, and how many there are; they count as written from
+// here on.
+func callArrays(h *held) ([]any, int) {
+	var (
+		id, status, actual, latency, at        []int64
+		outcome, object, vrid, code, reconcile []string
+	)
+	for cid, c := range h.calls {
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		id, status, actual, latency, at = append(id, cid), append(status, int64(c.status)), append(actual, c.actual),
+			append(latency, c.latency), append(at, c.settledAt)
+		outcome, object, vrid, code, reconcile = append(outcome, c.outcome), append(object, c.objectID),
+			append(vrid, c.vendorRequestID), append(code, c.code), append(reconcile, c.reconcile)
+	}
+	return []any{id, outcome, status, actual, object, vrid, code, latency, at, reconcile}, len(id)
+}
+
+// flushStatement is the whole of a batch's writes as one statement: the
+// audit rows, the settlements, the keys' summed moves, and the moves of
+// the keys' days that already have a row (it returns those; a day's first
+// move is inserted after). Data-modifying WITH clauses all run, to
+// completion, on one snapshot; they touch different rows (new calls,
+// settled calls, keys, key days), so none sees or undoes another's.
+var flushStatement = `WITH audit AS (
+		INSERT INTO calls (id, at, key_id, agent_run_label, vendor, method, path,
+			rule, outcome, code, status, estimated, actual, day, idempotency_key, item, retry_of, instance,
+			object_id, operation) OVERRIDING SYSTEM VALUE ` + auditSelect(1) + `
+	), settled AS (
+		UPDATE calls SET ` + settledSet + ` FROM ` + settledFrom(21) + `
+	), moved AS (
+		UPDATE keys SET spent = keys.spent + v.s, reserved = keys.reserved + v.r,
+			calls = keys.calls + v.c, denied_calls = keys.denied_calls + v.d
+		FROM unnest($31::text[], $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) AS v(id, s, r, c, d)
+		WHERE keys.id = v.id
+	)
+	UPDATE key_days SET spent = key_days.spent + v.s, reserved = key_days.reserved + v.r
+		FROM unnest($36::text[], $37::text[], $38::bigint[], $39::bigint[]) AS v(key_id, day, s, r)
+		WHERE key_days.key_id = v.key_id AND key_days.day = v.day RETURNING key_days.key_id, key_days.day`
+
+// flushArrays is flush in one statement whatever the batch holds (a second,
+// rarely, for a key's first move of a day).
+func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []string) error {
+	var kid []string
+	var ks, kr, kc, kd []int64
+	var did, dday []string
+	var ds, dr []int64
+	for _, id := range ids {
+		hk := h.keys[id]
+		if hk.d != [4]int64{} {
+			kid = append(kid, id)
+			ks, kr, kc, kd = append(ks, hk.d[0]), append(kr, hk.d[1]), append(kc, hk.d[2]), append(kd, hk.d[3])
+		}
+		for day, dm := range hk.days {
+			if *dm != [2]int64{} {
+				did, dday = append(did, id), append(dday, day)
+				ds, dr = append(ds, dm[0]), append(dr, dm[1])
+			}
+		}
+	}
+	calls, _ := callArrays(h)
+	args := append(rowArrays(h), calls...)
+	args = append(args, kid, ks, kr, kc, kd, did, dday, ds, dr)
+	rows, err := tx.QueryContext(ctx, flushStatement, args...)
+	if err != nil {
+		return fmt.Errorf("batch writes: %w", err)
+	}
+	updated := map[[2]string]bool{}
+	for rows.Next() {
+		var k [2]string
+		if err := rows.Scan(&k[0], &k[1]); err != nil {
+			rows.Close()
+			return err
+		}
+		updated[k] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("batch writes: %w", err)
+	}
+	h.rows = h.rows[:0]
+	for i := range did {
+		if updated[[2]string{did[i], dday[i]}] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO key_days (key_id, day, spent, reserved) VALUES ($1, $2, $3, $4)`,
+			did[i], dday[i], ds[i], dr[i]); err != nil {
+			return fmt.Errorf("key %s day %s: %w", did[i], dday[i], err)
+		}
+	}
+	return nil
+}

@@ -87,7 +87,7 @@ type Store struct {
 	claim   claimSlot // the replica name this store holds, if any
 	batch   *batcher  // group commit of Decide and Settle; nil: one transaction each
 	stmts   stmtCache
-	ids     idPool // audit row ids drawn ahead (Dialect.Arrays)
+	ids     idPool                     // audit row ids drawn ahead (Dialect.Arrays)
 	hooks   atomic.Pointer[batchHooks] // tests only
 }
 

@@ -197,3 +197,55 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 		t.Fatalf("audit rows: %d, want only the charge", n)
 	}
 }
+
+// The store's group commit is visible in /metrics: every decision and
+// settlement was carried by exactly one committed batch, so the batches'
+// op counts add up to the store's decisions and settlements.
+func TestBatchMetricsCountEveryOp(t *testing.T) {
+	env := kbtest.Start(t)
+	k := env.Issue(t, client.IssueParams{DailyUSDCap: "100"})
+	const n = 40
+	errs := make(chan string, n)
+	for range n {
+		go func() {
+			r := env.Do(t, k.VaultKey, "POST", "/v1/payment_intents", formCT, "amount=100&currency=usd")
+			if r.Status != 200 {
+				errs <- string(r.Body)
+				return
+			}
+			errs <- ""
+		}()
+	}
+	for range n {
+		if e := <-errs; e != "" {
+			t.Fatalf("charge: %s", e)
+		}
+	}
+	fams := scrape(t, env.URL+"/metrics", kbtest.AdminToken)
+	decides, _ := sample(fams, "keybrake_store_duration_seconds", map[string]string{"op": "decide"})
+	settles, _ := sample(fams, "keybrake_store_duration_seconds", map[string]string{"op": "settle"})
+	if decides != n || settles != n {
+		t.Fatalf("store ops: %v decisions, %v settlements, want %d each", decides, settles, n)
+	}
+	var ops, batches float64
+	for _, m := range fams["keybrake_store_batch_ops"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "result" && l.GetValue() == "committed" {
+				ops, batches = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if ops != decides+settles {
+		t.Errorf("committed batches carried %v ops, want %v (every decision and settlement)", ops, decides+settles)
+	}
+	if batches < 1 || batches > ops {
+		t.Errorf("%v committed batches for %v ops", batches, ops)
+	}
+	if got, _ := sample(fams, "keybrake_store_batch_duration_seconds", map[string]string{"result": "committed"}); got != batches {
+		t.Errorf("batch durations observed %v times, want %v", got, batches)
+	}
+	if _, failed := sample(fams, "keybrake_store_batch_ops", map[string]string{"result": "failed"}); failed {
+		t.Errorf("a failed batch was reported; none failed")
+	}
+	t.Logf("%v ops in %v batches", ops, batches)
+}

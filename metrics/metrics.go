@@ -44,6 +44,8 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	upstream  *prometheus.HistogramVec
 	storeOps  *prometheus.HistogramVec
+	batchOps  *prometheus.HistogramVec
+	batchTime *prometheus.HistogramVec
 	webhooks  *prometheus.CounterVec
 	vendors   map[string]bool
 	vendorSet []string
@@ -96,11 +98,20 @@ func New(opt Options) *Metrics {
 		Name: "keybrake_store_duration_seconds", Help: "Duration of store operations, by operation (decide, settle, key_by_hash, …).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"op"})
+	m.batchOps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keybrake_store_batch_ops",
+		Help:    "Decisions and settlements per group-committed store transaction, by result (committed, failed). Its sum over committed batches is every decision and settlement recorded; a hot key at its best fills batches near the batch size (64).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	}, []string{"result"})
+	m.batchTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "keybrake_store_batch_duration_seconds", Help: "Duration of one group-committed store transaction, commit included, by result (committed, failed).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"result"})
 	m.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keybrake_webhook_deliveries_total",
 		Help: "Webhook delivery attempts by result: delivered, retry (failed, will be retried) or failed (retries ran out).",
 	}, []string{"result"})
-	m.reg.MustRegister(m.requests, m.rejected, m.spend, m.duration, m.upstream, m.storeOps, m.webhooks,
+	m.reg.MustRegister(m.requests, m.rejected, m.spend, m.duration, m.upstream, m.storeOps, m.batchOps, m.batchTime, m.webhooks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range m.vendorSet {
 		m.spend.WithLabelValues(v) // a zero series from the start, so rate() works at once
@@ -173,6 +184,17 @@ func (m *Metrics) Request(r proxy.RequestStats) {
 // Upstream implements proxy.Observer.
 func (m *Metrics) Upstream(vendor string, d time.Duration) {
 	m.upstream.WithLabelValues(m.vendor(vendor)).Observe(d.Seconds())
+}
+
+// Batch records one group-committed store transaction (see
+// sqlstore.BatchObserver).
+func (m *Metrics) Batch(ops int, took time.Duration, err error) {
+	result := "committed"
+	if err != nil {
+		result = "failed"
+	}
+	m.batchOps.WithLabelValues(result).Observe(float64(ops))
+	m.batchTime.WithLabelValues(result).Observe(took.Seconds())
 }
 
 // Delivery counts one webhook delivery attempt by result.

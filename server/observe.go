@@ -51,6 +51,11 @@ func (s *Server) setupObserve() error {
 		names[i] = v.Name()
 	}
 	s.metrics = metrics.New(metrics.Options{Vendors: names, Gauges: s.store})
+	if b, ok := s.store.(interface {
+		SetBatchObserver(func(ops int, took time.Duration, err error))
+	}); ok {
+		b.SetBatchObserver(s.metrics.Batch)
+	}
 	s.store = metrics.InstrumentStore(s.store, s.metrics)
 	if !sealer.Sealed() {
 		s.log.Warn("no KEYBRAKE_SECRETS_KEY: webhook signing secrets are stored unencrypted, and a retried key issuance (same Idempotency-Key) is refused as idempotency_replay_unavailable instead of replayed; set it (openssl rand -hex 32) to seal both")

@@ -203,9 +203,13 @@ func (s *Store) runBatch(ops []*op) {
 	// deadline of its ops (for a decision, the replica's lease: it never
 	// commits after another process may take the name over).
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	start := time.Now()
 	err := s.applyBatch(ctx, live)
 	cancel()
 	s.noteWrite(err)
+	if f := s.observer.Load(); f != nil {
+		(*f)(len(live), time.Since(start), err)
+	}
 	for _, o := range live {
 		if err != nil {
 			o.fail(err)
@@ -440,6 +444,19 @@ type batchHooks struct {
 // SetBatchHooks installs test hooks (nil funcs: none). See batchHooks.
 func (s *Store) SetBatchHooks(begin func(ops int), op func(i int) error, commit func(ops int) error) {
 	s.hooks.Store(&batchHooks{begin: begin, op: op, commit: commit})
+}
+
+// SetBatchObserver installs f (nil: none), which hears of every batch once
+// it is committed or failed: how many ops it carried, how long it took
+// (reruns included) and, if it failed as a whole, why. It runs on the
+// batcher's goroutine, so it must be quick (a histogram's Observe). The
+// server feeds it to the keybrake_store_batch_* metrics.
+func (s *Store) SetBatchObserver(f func(ops int, took time.Duration, err error)) {
+	if f == nil {
+		s.observer.Store(nil)
+		return
+	}
+	s.observer.Store(&f)
 }
 
 // BatchSize is the most ops one transaction carries (1: batching off).

@@ -80,15 +80,16 @@ type Querier interface {
 
 // Store is the ledger on one SQL engine.
 type Store struct {
-	w, r    *sql.DB // writer and reader pools (the same pool on PostgreSQL)
-	dialect Dialect
-	closers []func() error
-	health  health
-	claim   claimSlot // the replica name this store holds, if any
-	batch   *batcher  // group commit of Decide and Settle; nil: one transaction each
-	stmts   stmtCache
-	ids     idPool                     // audit row ids drawn ahead (Dialect.Arrays)
-	hooks   atomic.Pointer[batchHooks] // tests only
+	w, r     *sql.DB // writer and reader pools (the same pool on PostgreSQL)
+	dialect  Dialect
+	closers  []func() error
+	health   health
+	claim    claimSlot // the replica name this store holds, if any
+	batch    *batcher  // group commit of Decide and Settle; nil: one transaction each
+	stmts    stmtCache
+	ids      idPool                     // audit row ids drawn ahead (Dialect.Arrays)
+	hooks    atomic.Pointer[batchHooks] // tests only
+	observer atomic.Pointer[func(ops int, took time.Duration, err error)]
 }
 
 // New wraps open pools. writer may be the same *sql.DB as reader. Decide

@@ -75,6 +75,9 @@ type row struct {
 	// cpuRatio is the plain runs' CPU per call over this one's: the same
 	// comparison made with what a call costs instead of how many went.
 	cpuRatio float64
+	// perBatch is the mean ops per store batch during the run (from each
+	// replica's keybrake_store_batch_ops); 0 when not measured.
+	perBatch float64
 	check    string // the exactness check's verdict
 	failed   bool
 }
@@ -87,6 +90,9 @@ type target struct {
 	spent func() (spent, reserved keybrake.Micros, err error)
 	stop  func()
 	cpu   cpuMeter // the processes serving its calls
+	// batches reads the committed batches' ops and count, summed over the
+	// replicas (nil: no store batches, the in-memory ledger).
+	batches func() (ops, count float64, err error)
 }
 
 // setup starts one configuration of Keybrake.
@@ -237,11 +243,26 @@ func (r *runner) measure(s setup) (row, error) {
 			return row{}, err
 		}
 	}
+	var ops0, n0 float64
+	if t.batches != nil {
+		if ops0, n0, err = t.batches(); err != nil {
+			return row{}, err
+		}
+	}
 	res, err := r.load(t.addrs, t.keys, r.cfg.duration, t.cpu)
 	if err != nil {
 		return row{}, err
 	}
 	rw := row{name: s.name, res: res}
+	if t.batches != nil {
+		ops1, n1, err := t.batches()
+		if err != nil {
+			return row{}, err
+		}
+		if n1 > n0 {
+			rw.perBatch = (ops1 - ops0) / (n1 - n0)
+		}
+	}
 	// Exactness: once nothing is reserved any more (calls in flight when
 	// wrk stopped have settled), the keys' spend is what the upstream was
 	// asked for, to the micro-dollar.
@@ -415,6 +436,16 @@ func (r *runner) keybrakeTarget(addrs []string, nkeys int, stop func()) (*target
 		}
 		t.keys = append(t.keys, k.VaultKey)
 	}
+	t.batches = func() (ops, count float64, err error) {
+		for _, a := range addrs {
+			o, c, err := batchStats("http://" + a + "/metrics")
+			if err != nil {
+				return 0, 0, err
+			}
+			ops, count = ops+o, count+c
+		}
+		return ops, count, nil
+	}
 	t.spent = func() (keybrake.Micros, keybrake.Micros, error) {
 		var s struct {
 			Spent    keybrake.Micros `json:"spent_usd"`
@@ -538,11 +569,11 @@ func wrk(addr, script string, conns int, d time.Duration) (result, error) {
 
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "| setup\t| calls/s\t| p50\t| p99\t| ratio to plain proxy\t| CPU per call\t| CPU ratio\t| spend check\t|")
-	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---\t|")
+	fmt.Fprintln(tw, "| setup\t| calls/s\t| p50\t| p99\t| ratio to plain proxy\t| CPU per call\t| CPU ratio\t| ops per batch\t| spend check\t|")
+	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---\t|")
 	for _, rw := range rows {
 		if rw.res.rps == 0 {
-			fmt.Fprintf(tw, "| %s\t| \t| \t| \t| \t| \t| \t| %s\t|\n", rw.name, rw.check)
+			fmt.Fprintf(tw, "| %s\t| \t| \t| \t| \t| \t| \t| \t| %s\t|\n", rw.name, rw.check)
 			continue
 		}
 		ratio := ""
@@ -556,7 +587,11 @@ func printTable(w io.Writer, rows []row) {
 		if rw.cpuRatio > 0 {
 			cpuRatio = fmt.Sprintf("%.2f×", rw.cpuRatio)
 		}
-		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n", rw.name, rate(rw.res.rps), ms(rw.res.p50), ms(rw.res.p99), ratio, cpu, cpuRatio, rw.check)
+		perBatch := ""
+		if rw.perBatch > 0 {
+			perBatch = fmt.Sprintf("%.1f", rw.perBatch)
+		}
+		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n", rw.name, rate(rw.res.rps), ms(rw.res.p50), ms(rw.res.p99), ratio, cpu, cpuRatio, perBatch, rw.check)
 	}
 	tw.Flush()
 }

@@ -104,6 +104,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
 	logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	gcPercent, memLimit := tuneGC(os.Getenv)
 	vendors, err := f.vendors.config()
 	if err != nil {
 		return err
@@ -141,7 +142,8 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	logger.Info("keybrake listening", "addr", srv.Addr(), "admin_addr", srv.AdminAddr(), "metrics_addr", srv.MetricsAddr(),
-		"db", redactDSN(f.db), "vendors", describeVendors(vendors, srv.SandboxVendors()), "sandbox", f.sandbox)
+		"db", redactDSN(f.db), "vendors", describeVendors(vendors, srv.SandboxVendors()), "sandbox", f.sandbox,
+		"gogc", gcPercent, "gomemlimit_mib", memLimit>>20)
 	<-ctx.Done()
 	logger.Info("shutting down: no new connections; waiting for in-flight calls to settle", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -73,3 +73,56 @@ func TestBatchesReachCallsByIndexOnAGrownTable(t *testing.T) {
 		t.Fatalf("20 calls on a 50,000-row calls table scanned it whole %d times; each batch should reach its rows by index", n)
 	}
 }
+
+// TestDailyCapFollowsTheDatabasesDay: a batch reads the database's clock
+// and the key's usage on the UTC day that clock names in one statement; the
+// daily cap is that day's. A key spent to its daily cap is refused today,
+// allowed once the database's clock says tomorrow, and refused again when
+// it says today.
+func TestDailyCapFollowsTheDatabasesDay(t *testing.T) {
+	base := kbtest.PostgresURL(t)
+	url, schema := pgtest.Schema(t, base)
+	admin := pgtest.Admin(t, base)
+	pgtest.ShiftClock(t, admin, schema, 0)
+	s, err := postgres.Open(t.Context(), pgtest.WithParams(t, url, "pool_max_conns", "2"), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rules, err := keybrake.ParseRules([]string{"POST /v1/payment_intents"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.CreateKey(t.Context(), &keybrake.Key{ID: keybrake.NewID("key_"), Vendor: "stripe", DailyCap: 2 * keybrake.MicrosPerUSD,
+		Rules: rules}, keybrake.HashSecret(keybrake.NewVaultKey()), 72*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spend := func(what string, wantAllowed bool, wantSpentToday keybrake.Micros) {
+		t.Helper()
+		d, err := s.Decide(t.Context(), charge(k))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if d.Allowed != wantAllowed {
+			t.Fatalf("%s: allowed=%v (%v), want %v", what, d.Allowed, d.Err, wantAllowed)
+		}
+		if !d.Allowed {
+			return
+		}
+		u, err := s.Settle(t.Context(), keybrake.Settlement{CallID: d.CallID, Outcome: keybrake.OutcomeForwarded, Status: 200, Actual: keybrake.MicrosPerUSD})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.SpentToday != wantSpentToday {
+			t.Fatalf("%s: spent today $%s, want $%s", what, u.SpentToday, wantSpentToday)
+		}
+	}
+	spend("first dollar today", true, keybrake.MicrosPerUSD)
+	spend("second dollar today", true, 2*keybrake.MicrosPerUSD)
+	spend("a third today", false, 0)
+	pgtest.ShiftClock(t, admin, schema, 24*time.Hour)
+	spend("tomorrow, by the database's clock", true, keybrake.MicrosPerUSD)
+	pgtest.ShiftClock(t, admin, schema, 0)
+	spend("today again", false, 0)
+}

@@ -304,13 +304,19 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	if ids != nil {
 		h.ids = ids
 	}
-	now, err := s.dialect.Now(ctx, q)
-	if err != nil {
-		return -1, s.wrap("batch: read clock", err)
-	}
-	h.day = Day(now)
-	if err := s.readDays(ctx, q, h); err != nil {
-		return -1, s.wrap("batch: read usage", err)
+	var now time.Time
+	if s.dialect.Arrays {
+		if now, err = s.clockAndDays(ctx, q, h); err != nil {
+			return -1, s.wrap("batch: read clock and usage", err)
+		}
+	} else {
+		if now, err = s.dialect.Now(ctx, q); err != nil {
+			return -1, s.wrap("batch: read clock", err)
+		}
+		h.day = Day(now)
+		if err := s.readDays(ctx, q, h); err != nil {
+			return -1, s.wrap("batch: read usage", err)
+		}
 	}
 	for i, o := range ops {
 		if err := expired(); err != nil {

@@ -130,12 +130,32 @@ func rowArrays(h *held) []any {
 // exposure's count, an Idempotency-Key's earlier attempt). At the end of
 // the batch flushArrays writes them with everything else.
 func (s *Store) flushCalls(ctx context.Context, tx Querier, h *held) error {
+	if !s.dialect.Arrays {
+		return s.flushCallRows(ctx, tx, h)
+	}
 	args, n := callArrays(h)
 	if n == 0 {
 		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE calls SET `+settledSet+` FROM `+settledFrom(1), args...); err != nil {
 		return fmt.Errorf("settled calls: %w", err)
+	}
+	return nil
+}
+
+// flushCallRows is flushCalls one row per statement, for an engine
+// without array binding (SQLite, where a statement is no round trip).
+func (s *Store) flushCallRows(ctx context.Context, tx Querier, h *held) error {
+	for id, c := range h.calls {
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3, object_id = NULLIF($4, ''),
+			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8, reconcile_state = $9 WHERE id = $10`,
+			c.outcome, c.status, c.actual, c.objectID, c.vendorRequestID, c.code, c.latency, c.settledAt, c.reconcile, id); err != nil {
+			return fmt.Errorf("settled call %d: %w", id, err)
+		}
 	}
 	return nil
 }

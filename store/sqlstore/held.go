@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -144,10 +145,8 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 		return nil, err
 	}
 	rows.Close()
-	if s.dialect.Arrays {
-		if err := s.holdCalls(ctx, tx, h, calls); err != nil {
-			return nil, err
-		}
+	if err := s.holdCalls(ctx, tx, h, calls); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
@@ -159,8 +158,16 @@ func (s *Store) holdCalls(ctx context.Context, tx Querier, h *held, ids []int64)
 	if len(ids) == 0 {
 		return nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '')
-		FROM calls WHERE id = ANY($1) ORDER BY id`+s.dialect.LockKey, ids)
+	const columns = `SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '') FROM calls`
+	var rows *sql.Rows
+	var err error
+	if s.dialect.Arrays {
+		rows, err = tx.QueryContext(ctx, columns+` WHERE id = ANY($1) ORDER BY id`+s.dialect.LockKey, ids)
+	} else {
+		// SQLite's one writer holds every row already; one statement
+		// instead of a read per settlement.
+		rows, err = tx.QueryContext(ctx, columns+` WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id`, jsonList(ids))
+	}
 	if err != nil {
 		return err
 	}
@@ -270,8 +277,11 @@ func (s *Store) flush(ctx context.Context, tx Querier, h *held) error {
 	if s.dialect.Arrays {
 		return s.flushArrays(ctx, tx, h, ids)
 	}
-	// One row per statement: SQLite queues no audit rows and holds no
-	// calls (each op wrote its own); its statements cost no round trip.
+	// One row per statement: SQLite queues no audit rows (each decision
+	// wrote its own); its statements cost no round trip.
+	if err := s.flushCalls(ctx, tx, h); err != nil {
+		return err
+	}
 	for _, id := range ids {
 		hk := h.keys[id]
 		if hk.d != [4]int64{} {

@@ -151,7 +151,7 @@ func (s *Store) flushCallRows(ctx context.Context, tx Querier, h *held) error {
 			continue
 		}
 		c.dirty = false
-		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3, object_id = NULLIF($4, ''),
+		if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = $1, status = $2, actual = $3, object_id = $4,
 			vendor_request_id = $5, code = $6, latency_ms = $7, settled_at = $8, reconcile_state = $9 WHERE id = $10`,
 			c.outcome, c.status, c.actual, c.objectID, c.vendorRequestID, c.code, c.latency, c.settledAt, c.reconcile, id); err != nil {
 			return fmt.Errorf("settled call %d: %w", id, err)

@@ -301,9 +301,7 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	if err != nil {
 		return -1, s.wrap("batch: lock keys", err)
 	}
-	if ids != nil {
-		h.ids = ids
-	}
+	h.ids = ids
 	var now time.Time
 	if s.dialect.Arrays {
 		if now, err = s.clockAndDays(ctx, q, h); err != nil {

@@ -92,7 +92,13 @@ type Decision struct {
 
 // Settlement closes a pending call after the vendor answered (or did not).
 type Settlement struct {
-	CallID  int64
+	CallID int64
+	// KeyID is the call's key as its caller knows it. It is a hint, never
+	// trusted: it lets a settlement join a batch that already holds that
+	// key's row lock (store/sqlstore/join.go); the store reads the call's
+	// real key and leaves the settlement for the next batch when they
+	// differ. Empty: no hint.
+	KeyID   string
 	Outcome Outcome // OutcomeForwarded or OutcomeUnknown
 	Status  int
 	// Actual is the cost read from a 2xx response. It is ignored for other

@@ -266,6 +266,7 @@ func (p *Proxy) settle(c *call, st keybrake.Settlement) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.upstream), SettleTimeout)
 	defer cancel()
 	p.observeUpstream(c)
+	st.KeyID = c.key.ID
 	c.status, c.outcome, c.code, c.actual, c.objectID = st.Status, st.Outcome, st.Code, st.Actual, st.ObjectID
 	c.actual = st.Charge(c.decision.Reserved) // what the ledger records, decided once
 	var u keybrake.Usage

@@ -85,7 +85,11 @@ func (o *op) fail(err error) {
 
 // batcher is the queue and the goroutine that drains it.
 type batcher struct {
-	queue  chan *op
+	queue chan *op
+	// carry holds ops taken from the queue by a batch they could not join
+	// (join.go); they run first in the next batch. Only the batcher's
+	// goroutine touches it.
+	carry  []*op
 	size   int
 	quit   chan struct{}
 	exited chan struct{}
@@ -155,11 +159,22 @@ func (s *Store) loop(b *batcher) {
 	ops := make([]*op, 0, b.size)
 	last := 0
 	for {
-		select {
-		case o := <-b.queue:
-			ops = append(ops[:0], o)
-		case <-b.quit:
-			return
+		if len(b.carry) > 0 {
+			select {
+			case <-b.quit:
+				return // their callers hear of it through exited
+			default:
+			}
+			n := min(len(b.carry), b.size)
+			ops = append(ops[:0], b.carry[:n]...)
+			b.carry = append(b.carry[:0], b.carry[n:]...)
+		} else {
+			select {
+			case o := <-b.queue:
+				ops = append(ops[:0], o)
+			case <-b.quit:
+				return
+			}
 		}
 		// Under load (the last batch carried more than one op), let the
 		// callers that are about to queue run first: one yield, not a
@@ -214,13 +229,13 @@ func (s *Store) runBatch(ops []*op) {
 	// commits after another process may take the name over).
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	start := time.Now()
-	err := s.applyBatch(ctx, live)
+	all, err := s.applyBatch(ctx, live)
 	cancel()
 	s.noteWrite(err)
 	if f := s.observer.Load(); f != nil {
-		(*f)(len(live), time.Since(start), err)
+		(*f)(len(all), time.Since(start), err)
 	}
-	for _, o := range live {
+	for _, o := range all {
 		if err != nil {
 			o.fail(err)
 		}
@@ -234,8 +249,10 @@ func (o *op) finish() {
 	}
 }
 
-// applyBatch applies the ops in one transaction. It returns an error only
-// when the whole batch failed; an op's own failure is in its err.
+// applyBatch applies the ops in one transaction, with those that joined it
+// while it waited for its keys (join.go), and returns them all, to be
+// answered. It returns an error only when the whole batch failed; an op's
+// own failure is in its err.
 //
 // An op whose SQL fails aborts the transaction it was in. Rather than pay a
 // SAVEPOINT and a RELEASE around every op (two statements, and on
@@ -246,29 +263,34 @@ func (o *op) finish() {
 // the failed op's writes. Each rerun drops one op, so a batch runs at most
 // once per op it carries; an error that is the store's, not the op's (a
 // lost connection, the deadline), fails the rerun as a whole.
-func (s *Store) applyBatch(ctx context.Context, ops []*op) error {
+func (s *Store) applyBatch(ctx context.Context, ops []*op) ([]*op, error) {
+	all := slices.Clone(ops)
 	ops = slices.Clone(ops)
 	for len(ops) > 0 {
-		failed, err := s.tryBatch(ctx, ops)
+		joined, failed, err := s.tryBatch(ctx, ops)
+		all = append(all, joined...)
+		ops = append(ops, joined...)
 		if err != nil || failed < 0 {
-			return err
+			return all, err
 		}
 		ops = slices.Delete(ops, failed, failed+1)
 	}
-	return nil
+	return all, nil
 }
 
-// tryBatch runs one attempt at the batch's transaction: the index of the op
-// that failed (the transaction was rolled back), or -1 and the commit's
-// result.
-func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
+// tryBatch runs one attempt at the batch's transaction: the ops that joined
+// it (they follow ops, in arrival order), and the index, in ops and then
+// joined, of the op that failed (the transaction was rolled back), or -1 and
+// the commit's result. Joined ops are the caller's to answer whatever
+// happens.
+func (s *Store) tryBatch(ctx context.Context, ops []*op) (joined []*op, failed int, _ error) {
 	hooks := s.hooks.Load()
 	if hooks != nil && hooks.begin != nil {
 		hooks.begin(len(ops))
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return -1, s.wrap("batch: begin", err)
+		return joined, -1, s.wrap("batch: begin", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
 	q := s.stmts.on(tx)
@@ -285,40 +307,50 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 	// Audit row ids first: drawing them needs no lock (see arrays.go).
 	var ids []int64
 	if s.dialect.Arrays {
-		n := 0
-		for _, o := range ops {
-			if o.attempt != nil {
-				n++
-			}
-		}
-		if n > 0 {
+		if n := decisions(ops); n > 0 {
 			if ids, err = s.drawIDs(ctx, q, n); err != nil {
-				return -1, s.wrap("batch: draw audit row ids", err)
+				return joined, -1, s.wrap("batch: draw audit row ids", err)
 			}
 		}
 	}
 	h, err := s.holdKeys(ctx, q, ops) // one statement text: it stays prepared
 	if err != nil {
-		return -1, s.wrap("batch: lock keys", err)
+		return joined, -1, s.wrap("batch: lock keys", err)
 	}
+	// The keys are held: ops on them that queued while this batch waited
+	// for their locks join it now instead of waiting for the next one.
+	deadline, _ := bctx.Deadline()
+	joined = s.join(deadline, h, ops)
+	if n := decisions(joined); n > 0 {
+		more, err := s.drawIDs(ctx, q, n)
+		if err != nil {
+			return joined, -1, s.wrap("batch: draw audit row ids", err)
+		}
+		ids = append(ids, more...)
+	}
+	if err := s.holdCalls(ctx, q, h, settled(ops, joined)); err != nil {
+		return joined, -1, s.wrap("batch: lock calls", err)
+	}
+	joined = s.admitJoined(h, joined)
 	h.ids = ids
+	ops = append(ops[:len(ops):len(ops)], joined...)
 	var now time.Time
 	if s.dialect.Arrays {
 		if now, err = s.clockAndDays(ctx, q, h); err != nil {
-			return -1, s.wrap("batch: read clock and usage", err)
+			return joined, -1, s.wrap("batch: read clock and usage", err)
 		}
 	} else {
 		if now, err = s.dialect.Now(ctx, q); err != nil {
-			return -1, s.wrap("batch: read clock", err)
+			return joined, -1, s.wrap("batch: read clock", err)
 		}
 		h.day = Day(now)
 		if err := s.readDays(ctx, q, h); err != nil {
-			return -1, s.wrap("batch: read usage", err)
+			return joined, -1, s.wrap("batch: read usage", err)
 		}
 	}
 	for i, o := range ops {
 		if err := expired(); err != nil {
-			return -1, s.wrap("batch", err)
+			return joined, -1, s.wrap("batch", err)
 		}
 		o.d, o.u, o.err = keybrake.Decision{}, keybrake.Usage{}, nil
 		h.direct = false
@@ -330,25 +362,25 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (failed int, _ error) {
 		}
 		if err != nil {
 			o.fail(s.wrap(o.name(), err))
-			return i, nil
+			return joined, i, nil
 		}
 	}
 	if err := s.flush(ctx, q, h); err != nil {
-		return -1, s.wrap("batch: write totals", err)
+		return joined, -1, s.wrap("batch: write totals", err)
 	}
 	if err := expired(); err != nil {
-		return -1, s.wrap("batch: commit", err)
+		return joined, -1, s.wrap("batch: commit", err)
 	}
 	if hooks != nil && hooks.commit != nil {
 		if err := hooks.commit(len(ops)); err != nil {
-			return -1, fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
+			return joined, -1, fmt.Errorf("batch: commit: %w: %w", keybrake.ErrStoreUnavailable, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return -1, s.wrap("batch: commit", err)
+		return joined, -1, s.wrap("batch: commit", err)
 	}
 	s.stmts.prepareMissed(ctx)
-	return -1, nil
+	return joined, -1, nil
 }
 
 // stmtCache keeps the ledger's statements prepared on the writer pool, for

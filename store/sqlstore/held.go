@@ -94,7 +94,8 @@ func (h *held) add(hk *heldKey, day string, spent, reserved keybrake.Micros, cal
 const heldColumns = keyStateColumns + `, alert_thresholds, agent_name`
 
 // holdKeys reads (and on PostgreSQL locks, in id order) the key rows of
-// every op in the batch, and the day's usage of each, in two statements.
+// every op in the batch, in one statement; holdCalls then reads the rows of
+// the calls it settles.
 // Two replicas' batches touching the same keys take them in the same
 // order, so they wait for each other but never deadlock; the clock is read
 // after, so a revoke that held a key first is seen.
@@ -142,10 +143,6 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 		h.keys[hk.k.ID] = hk
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows.Close()
-	if err := s.holdCalls(ctx, tx, h, calls); err != nil {
 		return nil, err
 	}
 	return h, nil

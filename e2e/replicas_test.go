@@ -196,18 +196,9 @@ func TestReplicasShareOneExactCap(t *testing.T) {
 	// 3,000 calls at once queue on one key's row lock for longer than the
 	// default decision deadline; this test is about exactness.
 	rs := startReplicas(t, 3, "KEYBRAKE_DECISION_TIMEOUT", "5m")
-	rs.shareOneExactCap(t)
-}
-
-// shareOneExactCap sends 3,000 concurrent $1 charges, in turn to each of
-// three replicas, against one key with a $500 cap, and checks that exactly
-// 500 were allowed and reached the vendor, that every replica shows the
-// same totals, and that the next call anywhere is refused. It returns the
-// key and the charges each replica allowed.
-func (rs *replicaSet) shareOneExactCap(t *testing.T) (*client.Key, []int64) {
-	t.Helper()
 	const calls, capUSD = 3000, 500
 	k := rs.issue(t, client.IssueParams{DailyUSDCap: fmt.Sprint(capUSD)})
+
 	var ok, capped atomic.Int64
 	perReplica := make([]atomic.Int64, len(rs.procs))
 	var mu sync.Mutex
@@ -257,11 +248,6 @@ func (rs *replicaSet) shareOneExactCap(t *testing.T) (*client.Key, []int64) {
 	for i := range rs.procs { // and the next call, anywhere, is refused
 		rs.mustCharge(t, i, k.VaultKey, http.StatusTooManyRequests, "cap_exhausted")
 	}
-	allowed := make([]int64, len(perReplica))
-	for i := range perReplica {
-		allowed[i] = perReplica[i].Load()
-	}
-	return k, allowed
 }
 
 // TestReplicasRevokeStopsNextCall: a revoke sent to replica 1 stops the very

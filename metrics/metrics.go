@@ -254,30 +254,3 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(reservedDesc, prometheus.GaugeValue, amount, v)
 	}
 }
-
-// PeerCounts are package peer's counters, read at scrape time: ops routed
-// to their key's owner and answered (Sent), owned elsewhere but decided
-// here because the owner could not be reached (Local), sent with no answer
-// (Failed, answered 503), ops this replica decided for others (Received),
-// and the replicas it routes among, itself included (Replicas).
-type PeerCounts struct{ Sent, Local, Failed, Received, Replicas int64 }
-
-// Peer exports routing between replicas as keybrake_peer_ops_total{result},
-// keybrake_peer_ops_received_total and keybrake_peer_replicas.
-func (m *Metrics) Peer(counts func() PeerCounts) {
-	counter := func(name, help string, labels prometheus.Labels, pick func(PeerCounts) int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
-			func() float64 { return float64(pick(counts())) })
-	}
-	const opsHelp = "Ledger ops of keys another replica owns, by result: sent (decided by the owner), local (owner unreachable before sending: decided here), failed (sent, no answer: 503)."
-	m.reg.MustRegister(
-		counter("keybrake_peer_ops_total", opsHelp, prometheus.Labels{"result": "sent"}, func(c PeerCounts) int64 { return c.Sent }),
-		counter("keybrake_peer_ops_total", opsHelp, prometheus.Labels{"result": "local"}, func(c PeerCounts) int64 { return c.Local }),
-		counter("keybrake_peer_ops_total", opsHelp, prometheus.Labels{"result": "failed"}, func(c PeerCounts) int64 { return c.Failed }),
-		counter("keybrake_peer_ops_received_total", "Ledger ops this replica decided or settled for other replicas, as the owner of their key.", nil,
-			func(c PeerCounts) int64 { return c.Received }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keybrake_peer_replicas",
-			Help: "Replicas this one routes keys among at its last successful beat, itself included."},
-			func() float64 { return float64(counts().Replicas) }),
-	)
-}

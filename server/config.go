@@ -81,9 +81,6 @@ func (c Config) validate() error {
 	if len(c.AdminToken) < 16 {
 		return errors.New("KEYBRAKE_ADMIN_TOKEN is shorter than 16 characters; use a long random value such as $(openssl rand -hex 32)")
 	}
-	if err := c.validatePeer(); err != nil {
-		return err
-	}
 	ls := c.listenAddrs()
 	for i, l := range ls {
 		if _, _, err := net.SplitHostPort(l.addr); err != nil {
@@ -115,9 +112,8 @@ func sameListener(a, b string) bool {
 // listenAddr is one listener's address and the flag that sets it.
 type listenAddr struct{ flag, addr string }
 
-// listenAddrs are the proxy's address, then the admin API's, the
-// metrics' and the peer listener's when they are set, in the order Start
-// serves them.
+// listenAddrs are the proxy's address, then the admin API's and the
+// metrics' when they have their own, in the order Start serves them.
 func (c Config) listenAddrs() []listenAddr {
 	as := []listenAddr{{"--addr", c.Addr}}
 	if c.AdminAddr != "" {
@@ -125,9 +121,6 @@ func (c Config) listenAddrs() []listenAddr {
 	}
 	if c.Observe.MetricsAddr != "" {
 		as = append(as, listenAddr{"--metrics-addr", c.Observe.MetricsAddr})
-	}
-	if c.Peer.Addr != "" {
-		as = append(as, listenAddr{"--peer-addr", c.Peer.Addr})
 	}
 	return as
 }

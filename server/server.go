@@ -21,7 +21,6 @@ import (
 	"github.com/keybrake/keybrake"
 	"github.com/keybrake/keybrake/admin"
 	"github.com/keybrake/keybrake/metrics"
-	"github.com/keybrake/keybrake/peer"
 	"github.com/keybrake/keybrake/proxy"
 	"github.com/keybrake/keybrake/store"
 	"github.com/keybrake/keybrake/ui"
@@ -79,9 +78,6 @@ type Config struct {
 	Observe ObserveConfig
 	// UI configures the dashboard at /ui/.
 	UI UIConfig
-	// Peer, when its Addr is set, routes each key's ledger ops to one
-	// replica (PostgreSQL only).
-	Peer PeerConfig
 
 	// ShutdownTimeout is how long `keybrake serve` waits on SIGTERM for
 	// in-flight calls to settle (the caller passes it to Shutdown).
@@ -110,8 +106,6 @@ type Server struct {
 
 	releaseInstance func() error
 	sandboxes       *sandboxes
-	router          *peer.Router  // nil unless Config.Peer.Addr
-	peerH           *peer.Handler // the peer listener's handler
 
 	listeners []net.Listener // bound by New, served by Start
 	servers   []*http.Server
@@ -163,10 +157,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, log: cfg.Logger, instance: cfg.Instance, listeners: listeners, sandboxes: sb}
 	fail := func(err error) (*Server, error) {
-		if s.router != nil {
-			s.router.Withdraw(ctx) //nolint:errcheck // already failing; the row ages out
-			s.router.Close()
-		}
 		if s.releaseInstance != nil {
 			s.releaseInstance() //nolint:errcheck // already failing
 		}
@@ -210,15 +200,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 
-	var ledger proxy.Ledger = s.store
-	if cfg.Peer.Addr != "" {
-		if err := s.setupPeer(ctx, st, listeners[len(listeners)-1]); err != nil {
-			return fail(fmt.Errorf("--peer-addr: %w", err))
-		}
-		ledger = s.router
-	}
 	s.proxy, err = proxy.New(proxy.Config{
-		Ledger: ledger, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
+		Ledger: s.store, Vendors: vendors, Logger: cfg.Logger, Transport: cfg.Transport,
 		UpstreamTimeout: cfg.UpstreamTimeout, IdempotencyTTL: cfg.IdempotencyTTL, Instance: s.instance,
 		Observer:        s.metrics,
 		DecisionTimeout: cfg.DecisionTimeout,
@@ -335,9 +318,6 @@ func (s *Server) Start() error {
 	if s.cfg.Observe.MetricsAddr != "" {
 		handlers = append(handlers, s.MetricsHandler())
 	}
-	if s.peerH != nil {
-		handlers = append(handlers, s.peerH)
-	}
 	for i, ln := range s.listeners {
 		srv := &http.Server{
 			Handler:           handlers[i],
@@ -418,9 +398,7 @@ func (s *Server) sweep(ctx context.Context) {
 // Shutdown stops accepting, lets in-flight requests finish and settle, stops
 // the sweeps and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
-	withdrawn, err := s.withdrawPeer(ctx)
-	errs := []error{err, s.drain(ctx)}
-	s.closePeer(ctx, withdrawn)
+	errs := []error{s.drain(ctx)}
 	closeListeners(s.listeners) // those Start never served
 	if s.stopBG != nil {
 		s.stopBG()

@@ -255,21 +255,6 @@ func TestFailedStartLeavesNothingBehind(t *testing.T) {
 	if e := serveFails(t, "--addr", ":18081", "--metrics-addr", "127.0.0.1:18081"); !strings.Contains(e, "are the same address") {
 		t.Errorf("metrics on the proxy's port: %s", e)
 	}
-	if e := serveFails(t, "--addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"); !strings.Contains(e, "--peer-addr routes keys between replicas that share a PostgreSQL database") {
-		t.Errorf("--peer-addr on SQLite: %s", e)
-	}
-	if e := serveFails(t, "--addr", "127.0.0.1:0", "--peer-url", "http://10.0.0.1:7000"); !strings.Contains(e, "--peer-url is set without --peer-addr") {
-		t.Errorf("--peer-url alone: %s", e)
-	}
-	t.Run("peer flags on PostgreSQL", func(t *testing.T) {
-		pg := kbtest.PostgresURL(t)
-		if e := serveFails(t, "--addr", "127.0.0.1:0", "--db", pg, "--peer-addr", "0.0.0.0:0"); !strings.Contains(e, "--peer-addr 0.0.0.0:0 listens on every interface: set --peer-url") {
-			t.Errorf("--peer-addr on every interface without --peer-url: %s", e)
-		}
-		if e := serveFails(t, "--addr", "127.0.0.1:0", "--db", pg, "--peer-addr", "127.0.0.1:0", "--peer-url", "https://x.example/path"); !strings.Contains(e, `--peer-url "https://x.example/path": want http://HOST:PORT`) {
-			t.Errorf("a bad --peer-url: %s", e)
-		}
-	})
 }
 
 func TestDBPathErrorsNameThePath(t *testing.T) {

@@ -22,7 +22,6 @@ import (
 type serveFlags struct {
 	addr, adminAddr, db string
 	instance            string
-	peerAddr, peerURL   string
 	maxExpiresIn        time.Duration
 	upstreamTimeout     time.Duration
 	decisionTimeout     time.Duration
@@ -55,7 +54,6 @@ Secrets come from the environment only, never from flags (flags show up in ps):
   KEYBRAKE_RESEND_API_KEY     the real Resend API key
   KEYBRAKE_RESEND_BASE_URL    Resend's API base URL (default https://api.resend.com)
   KEYBRAKE_SECRETS_KEY        32 bytes (openssl rand -hex 32) sealing webhook secrets and replayable vault keys at rest
-  KEYBRAKE_PEER_TOKEN         replicas' token to each other with --peer-addr (default: derived from the admin token)
 
 Prices: --pricing FILE (env KEYBRAKE_PRICING_FILE); see keybrake pricing.
 
@@ -66,11 +64,6 @@ token. --no-ui turns it off.
 credential in the environment is answered by a built-in local sandbox, with
 credentials Keybrake makes up; /healthz says "sandbox": true and every answer
 of a sandboxed vendor carries Keybrake-Sandbox: true.
-
-Replicas on one PostgreSQL database: --peer-addr (with --peer-url when it
-listens on every interface) has each key's calls decided by one replica, the
-key's owner, so a hot key's calls batch together whatever the load balancer
-does; the row lock keeps the cap exact either way.
 
 The proxy serves /{vendor}/<vendor path> and each vendor's own paths at the
 root (for SDKs such as stripe-go that refuse a base URL with a path).
@@ -86,8 +79,6 @@ and exits 0.`,
 	fl.StringVar(&f.addr, "addr", envOr("KEYBRAKE_ADDR", d.Addr), "proxy listen address, `HOST:PORT` (env KEYBRAKE_ADDR)")
 	fl.StringVar(&f.adminAddr, "admin-addr", os.Getenv("KEYBRAKE_ADMIN_ADDR"), "separate listen address for the admin API, `HOST:PORT` (env KEYBRAKE_ADMIN_ADDR)")
 	fl.StringVar(&f.instance, "instance-id", os.Getenv("KEYBRAKE_INSTANCE_ID"), "stable name of this replica on PostgreSQL (a pod or host name): a restart recovers its in-flight calls (env KEYBRAKE_INSTANCE_ID)")
-	fl.StringVar(&f.peerAddr, "peer-addr", os.Getenv("KEYBRAKE_PEER_ADDR"), "PostgreSQL replicas: listen address, `HOST:PORT`, for the other replicas' ledger ops on the keys this one owns; turns routing on (env KEYBRAKE_PEER_ADDR)")
-	fl.StringVar(&f.peerURL, "peer-url", os.Getenv("KEYBRAKE_PEER_URL"), "`URL` where the other replicas dial this one's --peer-addr, http://HOST:PORT (default: the bound address) (env KEYBRAKE_PEER_URL)")
 	fl.StringVar(&f.db, "db", envOr("KEYBRAKE_DB", d.DB), "SQLite file `PATH`, or a postgres:// URL (env KEYBRAKE_DB)")
 	f.durationFlag(fl, &f.maxExpiresIn, "max-expires-in", "KEYBRAKE_MAX_EXPIRES_IN", d.MaxExpiresIn, "longest expires_in a key may ask for")
 	f.durationFlag(fl, &f.upstreamTimeout, "upstream-timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", d.UpstreamTimeout, "time limit of one vendor call; past it the outcome is unknown")
@@ -140,7 +131,6 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		Logger:            logger,
 		Observe:           observe,
 		UI:                f.ui,
-		Peer:              server.PeerConfig{Addr: f.peerAddr, URL: f.peerURL, Token: os.Getenv("KEYBRAKE_PEER_TOKEN")},
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

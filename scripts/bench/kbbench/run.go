@@ -118,7 +118,7 @@ func runCmd(args []string) error {
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured warm-up before each Keybrake run")
 	fs.IntVar(&cfg.conns, "c", 64, "connections (wrk -c)")
 	fs.StringVar(&cfg.pgURL, "pg", os.Getenv("KEYBRAKE_BENCH_POSTGRES_URL"), "PostgreSQL URL to create a scratch database on (empty: skip PostgreSQL)")
-	fs.StringVar(&cfg.only, "only", "", "comma-separated setups to run (default all): nostore,sqlite1,sqlite64,pg1,pg64,pg3,pg3r")
+	fs.StringVar(&cfg.only, "only", "", "comma-separated setups to run (default all): nostore,sqlite1,sqlite64,pg1,pg64,pg3")
 	fs.StringVar(&cfg.dir, "dir", "", "working directory (default a new temporary one, removed after)")
 	fs.Parse(args) //nolint:errcheck // ExitOnError
 	if _, err := exec.LookPath("wrk"); err != nil {
@@ -169,12 +169,11 @@ func (r *runner) run() error {
 		{"Keybrake, no store (in-memory ledger)", func(r *runner) (*target, error) { return r.memProxy(1) }},
 		{"Keybrake, SQLite, one hot key", func(r *runner) (*target, error) { return r.sqlite(1) }},
 		{"Keybrake, SQLite, 64 keys", func(r *runner) (*target, error) { return r.sqlite(64) }},
-		{"Keybrake, PostgreSQL, one hot key", func(r *runner) (*target, error) { return r.postgres(1, 1, false) }},
-		{"Keybrake, PostgreSQL, 64 keys", func(r *runner) (*target, error) { return r.postgres(1, 64, false) }},
-		{"Keybrake, PostgreSQL, 3 replicas, one key", func(r *runner) (*target, error) { return r.postgres(3, 1, false) }},
-		{"Keybrake, PostgreSQL, 3 replicas routed (--peer-addr), one key", func(r *runner) (*target, error) { return r.postgres(3, 1, true) }},
+		{"Keybrake, PostgreSQL, one hot key", func(r *runner) (*target, error) { return r.postgres(1, 1) }},
+		{"Keybrake, PostgreSQL, 64 keys", func(r *runner) (*target, error) { return r.postgres(1, 64) }},
+		{"Keybrake, PostgreSQL, 3 replicas, one key", func(r *runner) (*target, error) { return r.postgres(3, 1) }},
 	}
-	short := []string{"nostore", "sqlite1", "sqlite64", "pg1", "pg64", "pg3", "pg3r"}
+	short := []string{"nostore", "sqlite1", "sqlite64", "pg1", "pg64", "pg3"}
 
 	var rows []row
 	plain := func() (result, error) {
@@ -352,9 +351,8 @@ func (r *runner) sqlite(nkeys int) (*target, error) {
 }
 
 // postgres is `keybrake serve` on a fresh PostgreSQL database, one or
-// more replicas sharing it; the database is dropped afterwards. routed
-// gives each replica a peer listener, so a key's ops go to its owner.
-func (r *runner) postgres(replicas, nkeys int, routed bool) (*target, error) {
+// more replicas sharing it; the database is dropped afterwards.
+func (r *runner) postgres(replicas, nkeys int) (*target, error) {
 	ctx := context.Background()
 	r.seq++
 	dbName := fmt.Sprintf("kb_bench_%d_%d", os.Getpid(), r.seq)
@@ -396,16 +394,8 @@ func (r *runner) postgres(replicas, nkeys int, routed bool) (*target, error) {
 	for i := range replicas {
 		name := fmt.Sprintf("pg-%d-%d", r.seq, i)
 		// Started one at a time: the first migrates the fresh database.
-		args := []string{"serve", "--addr", "127.0.0.1:0", "--db", u.String(), "--instance-id", fmt.Sprintf("bench-%d", i)}
-		if routed {
-			pp, err := freePort()
-			if err != nil {
-				stop()
-				return nil, err
-			}
-			args = append(args, "--peer-addr", "127.0.0.1:"+strconv.Itoa(pp))
-		}
-		addr, err := r.spawn(name, r.cfg.keybrake, args, r.serveEnv())
+		addr, err := r.spawn(name, r.cfg.keybrake, []string{"serve", "--addr", "127.0.0.1:0", "--db", u.String(),
+			"--instance-id", fmt.Sprintf("bench-%d", i)}, r.serveEnv())
 		if err != nil {
 			stop()
 			return nil, err

@@ -41,18 +41,19 @@ func (s *Store) noteWrite(err error) {
 	s.health.mu.Unlock()
 }
 
-// recentFailure is the last write failure, if it is within the window.
-func (s *Store) recentFailure() (error, time.Duration) {
+// recentFailure is the last write failure and how long ago it was, if it
+// is within the window.
+func (s *Store) recentFailure() (time.Duration, error) {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
 	if s.health.failure == nil {
-		return nil, 0
+		return 0, nil
 	}
 	ago := time.Since(s.health.failedAt)
 	if ago > FailedWriteWindow {
-		return nil, 0
+		return 0, nil
 	}
-	return s.health.failure, ago
+	return ago, s.health.failure
 }
 
 // Ping checks that the store can take a decision right now: that no write
@@ -63,7 +64,7 @@ func (s *Store) recentFailure() (error, time.Duration) {
 // every call; rolling back an empty write transaction proves nothing on a
 // full disk.
 func (s *Store) Ping(ctx context.Context) error {
-	if err, ago := s.recentFailure(); err != nil {
+	if ago, err := s.recentFailure(); err != nil {
 		return fmt.Errorf("ping: %w: a write could not commit %s ago: %w", keybrake.ErrStoreUnavailable, ago.Round(time.Millisecond), err)
 	}
 	if err := s.held(); err != nil {

@@ -47,6 +47,9 @@ type runConfig struct {
 	pgURL    string // a PostgreSQL server to create a fresh database on; "" skips the PostgreSQL setups
 	only     string // comma-separated setup names; "" runs them all
 	dir      string // working directory (databases, logs, lua scripts)
+	// replicaProcs is GOMAXPROCS of each replica of a multi-replica setup
+	// (0: the default, every core).
+	replicaProcs int
 }
 
 // result is one measured load run.
@@ -119,6 +122,7 @@ func runCmd(args []string) error {
 	fs.IntVar(&cfg.conns, "c", 64, "connections (wrk -c)")
 	fs.StringVar(&cfg.pgURL, "pg", os.Getenv("KEYBRAKE_BENCH_POSTGRES_URL"), "PostgreSQL URL to create a scratch database on (empty: skip PostgreSQL)")
 	fs.StringVar(&cfg.only, "only", "", "comma-separated setups to run (default all): nostore,sqlite1,sqlite64,pg1,pg64,pg3")
+	fs.IntVar(&cfg.replicaProcs, "replica-gomaxprocs", 0, "GOMAXPROCS of each replica of the 3-replica setup (0: Go's default, every core; a container with a CPU limit gets its limit)")
 	fs.StringVar(&cfg.dir, "dir", "", "working directory (default a new temporary one, removed after)")
 	fs.Parse(args) //nolint:errcheck // ExitOnError
 	if _, err := exec.LookPath("wrk"); err != nil {
@@ -394,8 +398,12 @@ func (r *runner) postgres(replicas, nkeys int) (*target, error) {
 	for i := range replicas {
 		name := fmt.Sprintf("pg-%d-%d", r.seq, i)
 		// Started one at a time: the first migrates the fresh database.
+		env := r.serveEnv()
+		if replicas > 1 && r.cfg.replicaProcs > 0 {
+			env = append(env, "GOMAXPROCS="+strconv.Itoa(r.cfg.replicaProcs))
+		}
 		addr, err := r.spawn(name, r.cfg.keybrake, []string{"serve", "--addr", "127.0.0.1:0", "--db", u.String(),
-			"--instance-id", fmt.Sprintf("bench-%d", i)}, r.serveEnv())
+			"--instance-id", fmt.Sprintf("bench-%d", i)}, env)
 		if err != nil {
 			stop()
 			return nil, err

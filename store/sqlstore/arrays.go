@@ -271,18 +271,33 @@ func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []stri
 	return nil
 }
 
-// clockAndDays reads, in one statement after the key locks, the database's
-// clock and the held keys' usage on the UTC day it names: what Dialect.Now
-// and readDays do, one round trip fewer while the keys are held. The clock
-// is still read after the locks, so a revoke that held a key first is seen.
-func (s *Store) clockAndDays(ctx context.Context, tx Querier, h *held) (time.Time, error) {
-	ids := make([]string, 0, len(h.keys))
+// callsClockAndDays is holdCalls and clockAndDays in one statement: the
+// batch's settled calls (locked), the clock, and the held keys' usage on
+// the UTC day it names, one round trip fewer while the keys are held. It
+// runs once the keys are locked, so its snapshot is taken after every lock
+// it depends on was granted, as the two statements' were: the calls'
+// locks never wait (every transaction locks a call's key first, and this
+// batch holds it), and a revoke that held a key first is seen. The reads
+// cannot be folded into the statement that locks the keys: under READ
+// COMMITTED its snapshot predates the lock it waited for.
+func (s *Store) callsClockAndDays(ctx context.Context, tx Querier, h *held, calls []int64) (time.Time, error) {
+	h.calls = map[int64]*heldCall{}
+	keys := make([]string, 0, len(h.keys))
 	for id := range h.keys {
-		ids = append(ids, id)
+		keys = append(keys, id)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT n.t, to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD'), d.key_id, d.spent, d.reserved
-		FROM (SELECT clock_timestamp() AS t) n
-		LEFT JOIN key_days d ON d.key_id = ANY($1) AND d.day = to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD')`, ids)
+	if calls == nil {
+		calls = []int64{}
+	}
+	rows, err := tx.QueryContext(ctx, `WITH n AS (SELECT clock_timestamp() AS t),
+		c AS (SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '') AS object_id
+			FROM calls WHERE id = ANY($2) ORDER BY id`+s.dialect.LockKey+`)
+		SELECT 0, n.t, to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD'), d.key_id, d.spent, d.reserved,
+			NULL::bigint, NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text
+		FROM n LEFT JOIN key_days d ON d.key_id = ANY($1) AND d.day = to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+		UNION ALL
+		SELECT 1, NULL, NULL, c.key_id, NULL, NULL, c.id, c.day, c.outcome, c.estimated, c.actual, c.idempotency_key, c.object_id FROM c`,
+		keys, calls)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -294,16 +309,23 @@ func (s *Store) clockAndDays(ctx context.Context, tx Querier, h *held) (time.Tim
 	)
 	for rows.Next() {
 		var (
-			t               time.Time
-			day             string
-			id              sql.NullString
-			spent, reserved sql.NullInt64
+			kind                             int
+			t                                sql.NullTime
+			day, keyID                       sql.NullString
+			spent, reserved                  sql.NullInt64
+			id, estimated, actual            sql.NullInt64
+			cday, outcome, idemKey, objectID sql.NullString
 		)
-		if err := rows.Scan(&t, &day, &id, &spent, &reserved); err != nil {
+		if err := rows.Scan(&kind, &t, &day, &keyID, &spent, &reserved, &id, &cday, &outcome, &estimated, &actual, &idemKey, &objectID); err != nil {
 			return time.Time{}, err
 		}
-		now, sqlDay, read = t.UTC(), day, true
-		if hk := h.keys[id.String]; id.Valid && hk != nil {
+		if kind == 1 {
+			h.calls[id.Int64] = &heldCall{keyID: keyID.String, day: cday.String, outcome: outcome.String,
+				estimated: estimated.Int64, actual: actual.Int64, idemKey: idemKey.String, objectID: objectID.String}
+			continue
+		}
+		now, sqlDay, read = t.Time.UTC(), day.String, true
+		if hk := h.keys[keyID.String]; keyID.Valid && hk != nil {
 			hk.u.SpentToday, hk.u.ReservedToday = keybrake.Micros(spent.Int64), keybrake.Micros(reserved.Int64)
 		}
 	}

@@ -328,18 +328,18 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (joined []*op, failed i
 		}
 		ids = append(ids, more...)
 	}
-	if err := s.holdCalls(ctx, q, h, settled(ops, joined)); err != nil {
+	var now time.Time
+	if s.dialect.Arrays {
+		if now, err = s.callsClockAndDays(ctx, q, h, settled(ops, joined)); err != nil {
+			return joined, -1, s.wrap("batch: lock calls, read clock and usage", err)
+		}
+	} else if err := s.holdCalls(ctx, q, h, settled(ops, joined)); err != nil {
 		return joined, -1, s.wrap("batch: lock calls", err)
 	}
 	joined = s.admitJoined(h, joined)
 	h.ids = ids
 	ops = append(ops[:len(ops):len(ops)], joined...)
-	var now time.Time
-	if s.dialect.Arrays {
-		if now, err = s.clockAndDays(ctx, q, h); err != nil {
-			return joined, -1, s.wrap("batch: read clock and usage", err)
-		}
-	} else {
+	if !s.dialect.Arrays {
 		if now, err = s.dialect.Now(ctx, q); err != nil {
 			return joined, -1, s.wrap("batch: read clock", err)
 		}

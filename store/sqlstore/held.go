@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -94,8 +93,8 @@ func (h *held) add(hk *heldKey, day string, spent, reserved keybrake.Micros, cal
 const heldColumns = keyStateColumns + `, alert_thresholds, agent_name`
 
 // holdKeys reads (and on PostgreSQL locks, in id order) the key rows of
-// every op in the batch, in one statement; holdCalls then reads the rows of
-// the calls it settles.
+// every op in the batch, in one statement; holdCalls (SQLite) or
+// callsClockAndDays (PostgreSQL) then reads the rows of the calls it settles.
 // Two replicas' batches touching the same keys take them in the same
 // order, so they wait for each other but never deadlock; the clock is read
 // after, so a revoke that held a key first is seen.
@@ -148,23 +147,19 @@ func (s *Store) holdKeys(ctx context.Context, tx Querier, ops []*op) (*held, err
 	return h, nil
 }
 
-// holdCalls reads, locked after their keys (the lock order of every
-// transaction: keys, then calls), the rows of the calls the batch settles.
+// holdCalls reads the rows of the calls a SQLite batch settles; on
+// PostgreSQL callsClockAndDays reads them, locked after their keys (the
+// lock order of every transaction: keys, then calls).
 func (s *Store) holdCalls(ctx context.Context, tx Querier, h *held, ids []int64) error {
 	h.calls = map[int64]*heldCall{}
 	if len(ids) == 0 {
 		return nil
 	}
 	const columns = `SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '') FROM calls`
-	var rows *sql.Rows
-	var err error
-	if s.dialect.Arrays {
-		rows, err = tx.QueryContext(ctx, columns+` WHERE id = ANY($1) ORDER BY id`+s.dialect.LockKey, ids)
-	} else {
-		// SQLite's one writer holds every row already; one statement
-		// instead of a read per settlement.
-		rows, err = tx.QueryContext(ctx, columns+` WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id`, jsonList(ids))
-	}
+	// SQLite's one writer holds every row already; one statement instead
+	// of a read per settlement. (PostgreSQL locks them with its clock read:
+	// callsClockAndDays.)
+	rows, err := tx.QueryContext(ctx, columns+` WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id`, jsonList(ids))
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func (s *Store) Settle(ctx context.Context, st keybrake.Settlement) (keybrake.Us
 
 // settle applies one settlement inside a batch's transaction. The batch has
 // already locked the call's key row and read the call's row (holdKeys,
-// holdCalls; on PostgreSQL that row is locked too): two settlements of one
+// then holdCalls, or on PostgreSQL callsClockAndDays, which locks it too): two settlements of one
 // call, or a settlement racing a recovery sweep on another replica, must
 // not both see it pending and both move the money. Every transaction locks
 // a key before its calls (a batch, RecoverPending), so they cannot

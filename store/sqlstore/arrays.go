@@ -271,15 +271,15 @@ func (s *Store) flushArrays(ctx context.Context, tx Querier, h *held, ids []stri
 	return nil
 }
 
-// callsClockAndDays is holdCalls and clockAndDays in one statement: the
-// batch's settled calls (locked), the clock, and the held keys' usage on
-// the UTC day it names, one round trip fewer while the keys are held. It
-// runs once the keys are locked, so its snapshot is taken after every lock
-// it depends on was granted, as the two statements' were: the calls'
-// locks never wait (every transaction locks a call's key first, and this
-// batch holds it), and a revoke that held a key first is seen. The reads
-// cannot be folded into the statement that locks the keys: under READ
-// COMMITTED its snapshot predates the lock it waited for.
+// callsClockAndDays reads, in one statement once the keys are locked, the
+// rows of the calls the batch settles (locking them), the database's clock
+// and the held keys' usage on the UTC day it names: what holdCalls,
+// Dialect.Now and readDays do, in one round trip while the keys are held.
+// Its snapshot is taken after every lock it depends on was granted: the
+// calls' locks never wait (every transaction locks a call's key first, and
+// this batch holds it), and a revoke that held a key first is seen. The
+// reads cannot be folded into the statement that locks the keys: under
+// READ COMMITTED its snapshot predates the lock it waited for.
 func (s *Store) callsClockAndDays(ctx context.Context, tx Querier, h *held, calls []int64) (time.Time, error) {
 	h.calls = map[int64]*heldCall{}
 	keys := make([]string, 0, len(h.keys))

@@ -78,8 +78,8 @@ func joinable(o *op, h *held, deadline time.Time) bool {
 }
 
 // admitJoined drops from joined, back into the carry, a settlement whose
-// call (read by holdCalls or callsClockAndDays) is on a key the batch does not hold: its
-// caller's hint was wrong. Its call row stays locked until the batch
+// call (read by callsClockAndDays) is on a key the batch does not hold:
+// its caller's hint was wrong. Its call row stays locked until the batch
 // commits, which blocks nothing this batch waits for: it takes no lock
 // after its calls'.
 func (s *Store) admitJoined(h *held, joined []*op) []*op {

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/keybrake/keybrake"
-	"github.com/keybrake/keybrake/internal/kbtest"
-	"github.com/keybrake/keybrake/store/postgres"
 	"github.com/keybrake/keybrake/store/postgres/pgtest"
 )
 
@@ -19,27 +17,9 @@ import (
 // calls on other keys, and a settlement whose key hint is wrong, wait for
 // the next batch and are still answered correctly.
 func TestOpsJoinTheBatchThatHoldsTheirKey(t *testing.T) {
-	base := kbtest.PostgresURL(t)
-	url, _ := pgtest.Schema(t, base)
-	s, err := postgres.Open(t.Context(), url, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, url := openSchema(t)
 	ctx := t.Context()
-	capped := func() *keybrake.Key {
-		rules, err := keybrake.ParseRules([]string{"POST /v1/payment_intents"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := s.CreateKey(ctx, &keybrake.Key{ID: keybrake.NewID("key_"), Vendor: "stripe", DailyCap: 5 * keybrake.MicrosPerUSD,
-			Rules: rules}, keybrake.HashSecret(keybrake.NewVaultKey()), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	hot, other := capped(), capped()
+	hot, other := newCappedKey(t, s, time.Hour, 5*keybrake.MicrosPerUSD), newCappedKey(t, s, time.Hour, 5*keybrake.MicrosPerUSD)
 	decide := func(k *keybrake.Key) keybrake.Decision {
 		t.Helper()
 		d, err := s.Decide(ctx, charge(k))

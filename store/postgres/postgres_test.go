@@ -20,36 +20,44 @@ import (
 	"github.com/keybrake/keybrake/store"
 	"github.com/keybrake/keybrake/store/postgres"
 	"github.com/keybrake/keybrake/store/postgres/pgtest"
+	"github.com/keybrake/keybrake/store/sqlstore"
 	"github.com/keybrake/keybrake/store/storetest"
 )
 
-// openSchema opens the store on a fresh schema of the test database.
-func openSchema(t *testing.T, params ...string) store.Store {
+// openSchema opens the store on a fresh schema of the test database, and
+// returns the schema's URL too, for the test's own sessions.
+func openSchema(t *testing.T, params ...string) (*sqlstore.Store, string) {
 	t.Helper()
 	url, _ := pgtest.Schema(t, kbtest.PostgresURL(t))
-	url = pgtest.WithParams(t, url, append([]string{"pool_max_conns", "8"}, params...)...)
-	s, err := postgres.Open(t.Context(), url, postgres.Options{})
+	s, err := postgres.Open(t.Context(), pgtest.WithParams(t, url, append([]string{"pool_max_conns", "8"}, params...)...), postgres.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return s, url
 }
 
 // TestConformance runs the one store suite against PostgreSQL when
 // KEYBRAKE_TEST_POSTGRES_URL is set (always in CI).
 func TestConformance(t *testing.T) {
 	kbtest.PostgresURL(t)
-	storetest.Run(t, func(t *testing.T) store.Store { return openSchema(t) })
+	storetest.Run(t, func(t *testing.T) store.Store { s, _ := openSchema(t); return s })
 }
 
 func newKey(t *testing.T, s store.Store, ttl time.Duration) *keybrake.Key {
+	t.Helper()
+	return newCappedKey(t, s, ttl, 100*keybrake.MicrosPerUSD)
+}
+
+// newCappedKey issues a Stripe key allowed POST /v1/payment_intents, with
+// a daily cap.
+func newCappedKey(t *testing.T, s store.Store, ttl time.Duration, daily keybrake.Micros) *keybrake.Key {
 	t.Helper()
 	rules, err := keybrake.ParseRules([]string{"POST /v1/payment_intents"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := s.CreateKey(t.Context(), &keybrake.Key{ID: keybrake.NewID("key_"), Vendor: "stripe", DailyCap: 100 * keybrake.MicrosPerUSD,
+	k, err := s.CreateKey(t.Context(), &keybrake.Key{ID: keybrake.NewID("key_"), Vendor: "stripe", DailyCap: daily,
 		Rules: rules}, keybrake.HashSecret(keybrake.NewVaultKey()), ttl)
 	if err != nil {
 		t.Fatal(err)

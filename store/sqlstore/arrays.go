@@ -286,9 +286,6 @@ func (s *Store) callsClockAndDays(ctx context.Context, tx Querier, h *held, call
 	for id := range h.keys {
 		keys = append(keys, id)
 	}
-	if calls == nil {
-		calls = []int64{}
-	}
 	rows, err := tx.QueryContext(ctx, `WITH n AS (SELECT clock_timestamp() AS t),
 		c AS (SELECT id, key_id, day, outcome, estimated, actual, idempotency_key, COALESCE(object_id, '') AS object_id
 			FROM calls WHERE id = ANY($2) ORDER BY id`+s.dialect.LockKey+`)

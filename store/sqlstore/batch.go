@@ -333,13 +333,10 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (joined []*op, failed i
 		if now, err = s.callsClockAndDays(ctx, q, h, settled(ops, joined)); err != nil {
 			return joined, -1, s.wrap("batch: lock calls, read clock and usage", err)
 		}
-	} else if err := s.holdCalls(ctx, q, h, settled(ops, joined)); err != nil {
-		return joined, -1, s.wrap("batch: lock calls", err)
-	}
-	joined = s.admitJoined(h, joined)
-	h.ids = ids
-	ops = append(ops[:len(ops):len(ops)], joined...)
-	if !s.dialect.Arrays {
+	} else { // SQLite: nothing joins there (join.go)
+		if err := s.holdCalls(ctx, q, h, settled(ops)); err != nil {
+			return joined, -1, s.wrap("batch: lock calls", err)
+		}
 		if now, err = s.dialect.Now(ctx, q); err != nil {
 			return joined, -1, s.wrap("batch: read clock", err)
 		}
@@ -348,6 +345,9 @@ func (s *Store) tryBatch(ctx context.Context, ops []*op) (joined []*op, failed i
 			return joined, -1, s.wrap("batch: read usage", err)
 		}
 	}
+	joined = s.admitJoined(h, joined)
+	h.ids = ids
+	ops = append(ops[:len(ops):len(ops)], joined...)
 	for i, o := range ops {
 		if err := expired(); err != nil {
 			return joined, -1, s.wrap("batch", err)

@@ -183,9 +183,15 @@ func (b *tab) signIn(token string) {
 	b.t.Helper()
 	field := b.byName("textbox", "Admin token")
 	button := b.byName("button", "Sign in")
+	// Focus then type: what chromedp.SendKeys does, without its unlocked
+	// read of the node's attributes, which races with the DOM events that
+	// update them (chromedp v0.23.0, query.go: `attrs := n.Attributes`
+	// before n.RLock; -race caught it in CI).
 	b.do("sign in",
 		chromedp.Clear(chromedp.CSS(field)),
-		chromedp.SendKeys(chromedp.CSS(field), token),
+		chromedp.WaitVisible(chromedp.CSS(field)),
+		chromedp.Focus(chromedp.CSS(field)),
+		chromedp.KeyEvent(token),
 	)
 	b.clickAndWait("press Sign in", chromedp.Click(chromedp.CSS(button)))
 }
